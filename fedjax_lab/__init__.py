@@ -1,0 +1,42 @@
+"""fedjax_lab: federated learning algorithms as pure, vmapped JAX functions.
+
+A round of any algorithm is ``state, metrics = algorithm.round(state, mixing, batches, key)``
+over clients stacked on a leading axis. The pieces:
+
+* :mod:`fedjax_lab.algorithms`: FedAvg, FedSAM, DFedAvg, DFedAvgM, DFedSAM, DFedSAM-MGS.
+* :mod:`fedjax_lab.transforms`: optax transformations (SAM).
+* :mod:`fedjax_lab.topology` and :mod:`fedjax_lab.gossip`: mixing matrices and gossip.
+* :mod:`fedjax_lab.clients` and :mod:`fedjax_lab.local`: mapping over clients, local steps.
+* :mod:`fedjax_lab.data`, :mod:`fedjax_lab.models`, :mod:`fedjax_lab.metrics`.
+* :mod:`fedjax_lab.experiment` and :mod:`fedjax_lab.config`: config-driven runs.
+"""
+
+from fedjax_lab import algorithms
+from fedjax_lab import clients
+from fedjax_lab import config
+from fedjax_lab import data
+from fedjax_lab import experiment
+from fedjax_lab import gossip
+from fedjax_lab import local
+from fedjax_lab import metrics
+from fedjax_lab import models
+from fedjax_lab import objectives
+from fedjax_lab import topology
+from fedjax_lab import transforms
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "algorithms",
+    "clients",
+    "config",
+    "data",
+    "experiment",
+    "gossip",
+    "local",
+    "metrics",
+    "models",
+    "objectives",
+    "topology",
+    "transforms",
+)

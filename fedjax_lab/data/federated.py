@@ -1,0 +1,160 @@
+"""Named federated datasets: a source plus a partition, stacked per client.
+
+To add a dataset (e.g. from TFDS), write a loader and register it in
+``_DATASETS``:
+
+* a centralised source: ``load(seed) -> (x_train, y_train, x_test, y_test)``
+  NumPy arrays; its training set is split by one of the partitioners and
+  each client's test set is drawn from the global test set with that
+  client's training label proportions;
+* a naturally partitioned source: ``load(num_clients, seed, iid, options) ->
+  (x_train, y_train, x_test, y_test)`` lists of per-client arrays.
+"""
+
+import difflib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from fedjax_lab.data import partition as partition_lib
+from fedjax_lab.data import sources
+from fedjax_lab.data.client_data import ClientArrays, stack_clients
+
+
+class FederatedDataset(NamedTuple):
+    """Per-client train and test examples of a named dataset."""
+
+    name: str
+    train: ClientArrays
+    test: ClientArrays
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+class _DatasetSpec(NamedTuple):
+    load: Callable[..., Any]
+    natural: bool  # True: load yields per-client lists; False: centralised arrays.
+    partitions: tuple[str, ...]
+    default_partition: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+_CENTRAL_PARTITIONS = ("iid", "dirichlet", "dirichlet_per_class", "pathological")
+
+
+def _load_synthetic(num_clients: int, seed: int, iid: bool, options: dict[str, Any]):
+    return sources.synthetic_federated(
+        num_clients, options["synthetic_alpha"], options["synthetic_beta"], seed, iid=iid
+    )
+
+
+_DATASETS: dict[str, _DatasetSpec] = {
+    "digits": _DatasetSpec(
+        sources.load_digits, False, _CENTRAL_PARTITIONS, "dirichlet", 10, (8, 8, 1)
+    ),
+    # "iid" is FedProx's IID synthetic variant (all clients share one distribution).
+    "synthetic": _DatasetSpec(_load_synthetic, True, ("natural", "iid"), "natural", 10, (60,)),
+}
+
+
+def available_datasets() -> tuple[str, ...]:
+    """Names accepted by :func:`make_federated_dataset`."""
+    return tuple(_DATASETS)
+
+
+def available_partitions() -> tuple[str, ...]:
+    """All partition names; each dataset supports a subset."""
+    return (*_CENTRAL_PARTITIONS, "natural")
+
+
+def _check_choice(kind: str, value: str, options: tuple[str, ...]) -> None:
+    if value in options:
+        return
+    close = difflib.get_close_matches(value, options, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"Unknown {kind} {value!r}; available: {', '.join(options)}.{hint}")
+
+
+def _partition(labels, num_clients, partition, seed, alpha, classes_per_client):
+    if partition == "iid":
+        return partition_lib.iid(labels, num_clients, seed)
+    if partition == "dirichlet":
+        return partition_lib.dirichlet(labels, num_clients, alpha, seed)
+    if partition == "dirichlet_per_class":
+        return partition_lib.dirichlet_per_class(labels, num_clients, alpha, seed)
+    return partition_lib.pathological(labels, num_clients, classes_per_client, seed)
+
+
+def make_federated_dataset(
+    name: str,
+    num_clients: int,
+    *,
+    seed: int,
+    partition: str | None = None,
+    alpha: float = 0.3,
+    classes_per_client: int = 2,
+    test_examples_per_client: int = 100,
+    synthetic_alpha: float = 1.0,
+    synthetic_beta: float = 1.0,
+) -> FederatedDataset:
+    """Builds a federated dataset.
+
+    Args:
+      name: one of :func:`available_datasets`.
+      num_clients: number of clients N >= 1.
+      seed: seed for the split, the partition and the test sampling.
+      partition: ``None`` for the dataset's default ("dirichlet" for digits,
+        "natural" for synthetic). digits supports "iid", "dirichlet",
+        "dirichlet_per_class", "pathological"; synthetic supports "natural"
+        and "iid" (FedProx's IID synthetic data).
+      alpha: Dirichlet concentration (> 0) for the dirichlet partitions.
+      classes_per_client: shards per client for "pathological", in [1, C].
+      test_examples_per_client: size of each client's test set for centralised
+        sources (synthetic clients keep their own held-out 20% instead).
+      synthetic_alpha: variance of the per-client model mean (synthetic).
+      synthetic_beta: variance of the per-client input mean (synthetic).
+    """
+    _check_choice("dataset", name, available_datasets())
+    spec = _DATASETS[name]
+    partition = spec.default_partition if partition is None else partition
+    _check_choice("partition", partition, available_partitions())
+    if partition not in spec.partitions:
+        raise ValueError(
+            f"Partition {partition!r} is not valid for dataset {name!r}; "
+            f"valid partitions: {', '.join(spec.partitions)}."
+        )
+    if num_clients < 1:
+        raise ValueError(f"num_clients must be >= 1, got {num_clients}.")
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}.")
+    if not 1 <= classes_per_client <= spec.num_classes:
+        raise ValueError(
+            f"classes_per_client must be in [1, {spec.num_classes}] for {name!r}, got {classes_per_client}."
+        )
+    if test_examples_per_client < 1:
+        raise ValueError(f"test_examples_per_client must be >= 1, got {test_examples_per_client}.")
+
+    if spec.natural:
+        options = {"synthetic_alpha": synthetic_alpha, "synthetic_beta": synthetic_beta}
+        x_tr, y_tr, x_te, y_te = spec.load(num_clients, seed, partition == "iid", options)
+    else:
+        partition_seed, test_seed = np.random.SeedSequence(seed).generate_state(2)
+        x_train, y_train, x_test, y_test = spec.load(seed)
+        parts = _partition(
+            y_train, num_clients, partition, partition_seed, alpha, classes_per_client
+        )
+        props = partition_lib.label_proportions(y_train, parts, spec.num_classes)
+        tests = partition_lib.per_client_test_sets(
+            y_test, props, test_examples_per_client, test_seed
+        )
+        x_tr, y_tr = [x_train[p] for p in parts], [y_train[p] for p in parts]
+        x_te, y_te = [x_test[t] for t in tests], [y_test[t] for t in tests]
+    return FederatedDataset(
+        name=name,
+        train=stack_clients(x_tr, y_tr),
+        test=stack_clients(x_te, y_te),
+        num_classes=spec.num_classes,
+        input_shape=spec.input_shape,
+    )

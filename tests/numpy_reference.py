@@ -1,0 +1,89 @@
+"""Independent NumPy references, written straight from the update rules in ALGORITHMS.md.
+
+The model is multinomial logistic regression, params {"w": [d, C], "b": [C]}, whose
+cross-entropy gradient is written by hand here (no JAX), in float64.
+"""
+
+import numpy as np
+
+
+def logits(params, x):
+    return x @ params["w"] + params["b"]
+
+
+def loss(params, x, y):
+    z = logits(params, x)
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(y)), y].mean()
+
+
+def grad(params, x, y):
+    z = logits(params, x)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1.0
+    p /= len(y)
+    return {"w": x.T @ p, "b": p.sum(axis=0)}
+
+
+def add(a, b, scale=1.0):
+    return {k: a[k] + scale * b[k] for k in a}
+
+
+def norm(tree):
+    return np.sqrt(sum(np.sum(v**2) for v in tree.values()))
+
+
+def sam_grad(params, x, y, rho):
+    g = grad(params, x, y)
+    n = norm(g)
+    return grad(add(params, g, rho / (n + 1e-12)), x, y)
+
+
+def local_steps(params, xs, ys, lr, *, rho=None, momentum=None):
+    """K steps of SGD / heavy-ball SGD / SAM+SGD from ``params`` on batches xs[k], ys[k]."""
+    y = {k: v.copy() for k, v in params.items()}
+    buf = {k: np.zeros_like(v) for k, v in params.items()}
+    for xk, yk in zip(xs, ys):
+        g = grad(y, xk, yk) if rho is None else sam_grad(y, xk, yk, rho)
+        if momentum is not None:
+            buf = {k: momentum * buf[k] + g[k] for k in g}
+            g = buf
+        y = add(y, g, -lr)
+    return y
+
+
+def fedavg_round(x, ids, bx, by, lr, server_lr=1.0, **local_kwargs):
+    deltas = []
+    for slot, _ in enumerate(ids):
+        y = local_steps(x, bx[slot], by[slot], lr, **local_kwargs)
+        deltas.append({k: y[k] - x[k] for k in x})
+    mean = {k: np.mean([d[k] for d in deltas], axis=0) for k in x}
+    return add(x, mean, server_lr)
+
+
+def gossip(models, w):
+    n = len(models)
+    return [{k: sum(w[i, j] * models[j][k] for j in range(n)) for k in models[0]} for i in range(n)]
+
+
+def decentralized_round(
+    models, w, bx, by, lr, gossip_steps=1, order="train_then_gossip", **local_kwargs
+):
+    if order == "gossip_then_train":
+        for _ in range(gossip_steps):
+            models = gossip(models, w)
+    models = [local_steps(m, bx[i], by[i], lr, **local_kwargs) for i, m in enumerate(models)]
+    if order == "train_then_gossip":
+        for _ in range(gossip_steps):
+            models = gossip(models, w)
+    return models
+
+
+def ring_matrix(n):
+    w = np.zeros((n, n))
+    for i in range(n):
+        for j in (i - 1, i, i + 1):
+            w[i, j % n] = 1.0 / 3.0
+    return w

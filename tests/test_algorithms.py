@@ -1,0 +1,213 @@
+"""Each algorithm's round against the independent NumPy per-client loop."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fedjax_lab import algorithms
+from fedjax_lab import gossip
+from fedjax_lab import objectives
+from tests import numpy_reference as ref
+
+N, K, B, D, C = 5, 3, 4, 6, 3
+LR = 0.3
+
+
+def apply_fn(params, x):
+    return x @ params["w"] + params["b"]
+
+
+LOSS = objectives.cross_entropy_loss(apply_fn)
+
+
+def problem(num_batches=N, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {
+        "w": rng.normal(size=(D, C)).astype(np.float32) * 0.5,
+        "b": rng.normal(size=(C,)).astype(np.float32) * 0.1,
+    }
+    batches = {
+        "x": rng.normal(size=(num_batches, K, B, D)).astype(np.float32),
+        "y": rng.integers(0, C, size=(num_batches, K, B)).astype(np.int32),
+    }
+    return params, batches
+
+
+def as64(tree):
+    return {k: np.asarray(v, np.float64) for k, v in tree.items()}
+
+
+def unstack(stacked):
+    return [{k: np.asarray(v[i]) for k, v in stacked.items()} for i in range(N)]
+
+
+def assert_close(actual, expected, atol=2e-5):
+    for k in expected:
+        np.testing.assert_allclose(np.asarray(actual[k]), expected[k], atol=atol, rtol=1e-4)
+
+
+SERVER_CASES = {
+    "fedavg": (
+        lambda: algorithms.fedavg(
+            LOSS, optax.sgd(LR), num_clients=N, clients_per_round=3, server_learning_rate=0.7
+        ),
+        dict(),
+        0.7,
+    ),
+    "fedsam": (
+        lambda: algorithms.fedsam(
+            LOSS,
+            learning_rate=LR,
+            rho=0.2,
+            num_clients=N,
+            clients_per_round=3,
+            server_learning_rate=0.7,
+        ),
+        dict(rho=0.2),
+        0.7,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SERVER_CASES)
+def test_server_round_matches_numpy(name):
+    build, local_kwargs, server_lr = SERVER_CASES[name]
+    alg = build()
+    params, batches = problem(num_batches=3)
+    key = jax.random.key(7)
+    ids = np.asarray(alg.cohort(key))
+    state, metrics = jax.jit(alg.round)(alg.init(params), None, batches, key)
+    expected = ref.fedavg_round(
+        as64(params), ids, as64(batches)["x"], batches["y"], LR, server_lr=server_lr, **local_kwargs
+    )
+    assert_close(state.params, expected)
+    assert int(state.round) == 1
+    assert int(metrics["models_sent"]) == 2 * 3
+
+
+def test_cohort_is_a_uniform_sample_without_replacement():
+    alg = algorithms.fedavg(LOSS, optax.sgd(LR), num_clients=10, clients_per_round=4)
+    counts = np.zeros(10)
+    for r in range(500):
+        ids = np.asarray(alg.cohort(jax.random.key(r)))
+        assert len(set(ids.tolist())) == 4 and ids.min() >= 0 and ids.max() < 10
+        counts[ids] += 1
+    # Each client is picked with probability 0.4: 200 expected, sd about 11.
+    assert np.all(np.abs(counts - 200) < 50), counts
+
+
+DECENTRALIZED_CASES = {
+    "dfedavg": (lambda **kw: algorithms.dfedavg(LOSS, learning_rate=LR, **kw), dict()),
+    "dfedavgm": (
+        lambda **kw: algorithms.dfedavgm(LOSS, learning_rate=LR, momentum=0.9, **kw),
+        dict(momentum=0.9),
+    ),
+    "dfedsam": (
+        lambda **kw: algorithms.dfedsam(LOSS, learning_rate=LR, rho=0.2, **kw),
+        dict(rho=0.2),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", DECENTRALIZED_CASES)
+@pytest.mark.parametrize(
+    "gossip_steps,order",
+    [(1, "train_then_gossip"), (3, "train_then_gossip"), (1, "gossip_then_train")],
+)
+def test_decentralized_round_matches_numpy(name, gossip_steps, order):
+    build, local_kwargs = DECENTRALIZED_CASES[name]
+    alg = build(num_clients=N, gossip_steps=gossip_steps, order=order)
+    params, batches = problem()
+    # Start from distinct client models so gossip order matters.
+    rng = np.random.default_rng(1)
+    stacked = {
+        k: np.stack([v + 0.1 * rng.normal(size=v.shape).astype(np.float32) for _ in range(N)])
+        for k, v in params.items()
+    }
+    state = algorithms.DecentralizedState(params=stacked, round=jnp.zeros((), jnp.int32))
+    w = ref.ring_matrix(N)
+    new_state, metrics = jax.jit(alg.round)(
+        state, jnp.asarray(w, jnp.float32), batches, jax.random.key(0)
+    )
+    expected = ref.decentralized_round(
+        [as64(m) for m in unstack(stacked)],
+        w,
+        as64(batches)["x"],
+        batches["y"],
+        LR,
+        gossip_steps=gossip_steps,
+        order=order,
+        **local_kwargs,
+    )
+    for i in range(N):
+        assert_close(unstack(new_state.params)[i], expected[i])
+    assert int(metrics["models_sent"]) == 2 * N * gossip_steps
+
+
+def test_lr_decay_scales_local_updates_by_round():
+    alg = algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N, lr_decay=0.5)
+    params, batches = problem()
+    state = alg.init(params)._replace(round=jnp.int32(2))
+    new_state, _ = alg.round(state, jnp.eye(N), batches, jax.random.key(0))
+    expected = ref.decentralized_round(
+        [as64(params)] * N, np.eye(N), as64(batches)["x"], batches["y"], LR * 0.25
+    )
+    for i in range(N):
+        assert_close(unstack(new_state.params)[i], expected[i])
+
+
+def test_dfedsam_applies_the_perturbation():
+    params, batches = problem()
+    w = jnp.asarray(ref.ring_matrix(N), jnp.float32)
+    run = lambda alg: alg.round(alg.init(params), w, batches, jax.random.key(0))[0].params
+    plain = run(algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N))
+    sam0 = run(algorithms.dfedsam(LOSS, learning_rate=LR, rho=0.0, num_clients=N))
+    sam = run(algorithms.dfedsam(LOSS, learning_rate=LR, rho=0.5, num_clients=N))
+    chex.assert_trees_all_close(sam0, plain, atol=1e-6)
+    assert float(jnp.max(jnp.abs(sam["w"] - plain["w"]))) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "strategy,chunk_size", [("chunked", 2), ("chunked", 5), ("sequential", None)]
+)
+def test_strategies_agree(strategy, chunk_size):
+    params, batches = problem()
+    w = jnp.asarray(ref.ring_matrix(N), jnp.float32)
+    build = lambda **kw: algorithms.dfedsam(LOSS, learning_rate=LR, rho=0.1, num_clients=N, **kw)
+    base_alg, alg = build(), build(strategy=strategy, chunk_size=chunk_size)
+    expected, _ = jax.jit(base_alg.round)(base_alg.init(params), w, batches, jax.random.key(3))
+    actual, _ = jax.jit(alg.round)(alg.init(params), w, batches, jax.random.key(3))
+    chex.assert_trees_all_close(actual.params, expected.params, atol=1e-6, rtol=1e-6)
+
+
+def test_sparse_and_dense_mixing_give_the_same_round():
+    params, batches = problem()
+    w = ref.ring_matrix(N).astype(np.float32)
+    alg = algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N, gossip_steps=2)
+    dense, m_dense = alg.round(alg.init(params), jnp.asarray(w), batches, jax.random.key(0))
+    sparse, m_sparse = alg.round(alg.init(params), gossip.to_sparse(w), batches, jax.random.key(0))
+    chex.assert_trees_all_close(sparse.params, dense.params, atol=1e-6)
+    assert int(m_sparse["models_sent"]) == int(m_dense["models_sent"]) == 2 * 2 * N
+
+
+def test_bad_inputs_raise_clear_errors():
+    params, batches = problem()
+    dec = algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N)
+    with pytest.raises(ValueError, match=r"shape \(5, 5\)"):
+        dec.round(dec.init(params), jnp.eye(4), batches, jax.random.key(0))
+    with pytest.raises(ValueError, match="mixing matrix"):
+        dec.round(dec.init(params), None, batches, jax.random.key(0))
+    srv = algorithms.fedavg(LOSS, optax.sgd(LR), num_clients=N, clients_per_round=2)
+    with pytest.raises(ValueError, match="cohort=2"):
+        srv.round(srv.init(params), None, batches, jax.random.key(0))
+    with pytest.raises(ValueError, match="clients_per_round <= num_clients=5, got 6"):
+        algorithms.fedavg(LOSS, optax.sgd(LR), num_clients=N, clients_per_round=6)
+    with pytest.raises(ValueError, match="gossip_steps"):
+        algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N, gossip_steps=0)
+    with pytest.raises(ValueError, match="'sideways'"):
+        algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N, strategy="sideways")
+    with pytest.raises(ValueError, match="momentum"):
+        algorithms.dfedavgm(LOSS, learning_rate=LR, momentum=1.5, num_clients=N)

@@ -1,0 +1,117 @@
+"""The config-driven run loop, the config overrides and the command line."""
+
+import json
+
+import pytest
+
+from fedjax_lab import cli
+from fedjax_lab import config as config_lib
+from fedjax_lab import experiment
+
+
+def small_config(**values):
+    base = dict(
+        num_clients=6,
+        rounds=3,
+        local_steps=2,
+        batch_size=8,
+        eval_every=2,
+        test_examples_per_client=20,
+        progress=False,
+    )
+    base.update(values)
+    return config_lib.update(config_lib.get_config(), **base)
+
+
+@pytest.mark.parametrize("algorithm", ["dfedsam", "fedavg"])
+def test_run_writes_config_metrics_and_summary(tmp_path, algorithm):
+    summary = experiment.run(small_config(algorithm=algorithm, clients_per_round=3), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["algorithm"] == algorithm and config["num_clients"] == 6
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [l["round"] for l in lines] == [2, 3]
+    for key in ("test_accuracy", "train_loss", "consensus_distance", "bytes_communicated"):
+        assert key in lines[-1]
+    assert lines[1]["bytes_communicated"] > lines[0]["bytes_communicated"] > 0
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert len(summary["params_sha256"]) == 64
+    if algorithm == "fedavg":
+        assert lines[-1]["consensus_distance"] == 0.0
+
+
+def test_same_seed_same_fingerprint_other_seed_differs(tmp_path):
+    a = experiment.run(small_config(), tmp_path / "a")
+    b = experiment.run(small_config(), tmp_path / "b")
+    c = experiment.run(small_config(seed=1), tmp_path / "c")
+    assert a["params_sha256"] == b["params_sha256"] != c["params_sha256"]
+
+
+def test_existing_run_is_not_overwritten_silently(tmp_path):
+    experiment.run(small_config(rounds=1, eval_every=1), tmp_path)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        experiment.run(small_config(rounds=1, eval_every=1), tmp_path)
+    experiment.run(small_config(rounds=1, eval_every=1), tmp_path, overwrite=True)
+
+
+def test_config_overrides_are_typed_and_typos_named():
+    c = config_lib.apply_overrides(
+        config_lib.get_config(), ["rho=0.2", "rounds=7", "adaptive_sam=true", "order=x"]
+    )
+    assert (c.rho, c.rounds, c.adaptive_sam, c.order) == (0.2, 7, True, "x")
+    with pytest.raises(ValueError, match="Unknown config key 'lerning_rate'.*'learning_rate'"):
+        config_lib.apply_overrides(config_lib.get_config(), ["lerning_rate=0.1"])
+    with pytest.raises(ValueError, match="Expected a int for 'rounds', got '1.5'"):
+        config_lib.apply_overrides(config_lib.get_config(), ["rounds=1.5"])
+    with pytest.raises(ValueError, match="key=value"):
+        config_lib.apply_overrides(config_lib.get_config(), ["rounds"])
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--algorithm", "dfedsma"], "Unknown algorithm 'dfedsma'. Did you mean 'dfedsam'"),
+        (["--dataset", "digitz"], "digitz"),
+        (["--topology", "rign"], "rign"),
+        (["--set", "rhoo=1"], "Unknown config key 'rhoo'"),
+        (
+            ["--set", "partition=dirichlet_per_class", "--set", "alpha=0.001", "--clients", "50"],
+            "Client 0 received no examples",
+        ),
+    ],
+)
+def test_cli_reports_bad_input(tmp_path, capsys, args, message):
+    assert cli.main(["run", "--workdir", str(tmp_path / "w"), "--rounds", "1", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_list_and_small_run(tmp_path, capsys):
+    assert cli.main(["list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("dfedsam_mgs", "digits", "synthetic", "resnet18", "erdos_renyi"):
+        assert name in listed
+    assert (
+        cli.main(
+            [
+                "run",
+                "--workdir",
+                str(tmp_path),
+                "--clients",
+                "4",
+                "--rounds",
+                "2",
+                "--algorithm",
+                "dfedsam_mgs",
+                "--topology",
+                "fully_connected",
+                "--set",
+                "progress=false",
+                "--set",
+                "local_steps=2",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "final mean test accuracy" in out
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["algorithm"] == "dfedsam_mgs" and config["num_clients"] == 4
