@@ -1,0 +1,77 @@
+"""Flax linen classifiers and a small registry to build them by name.
+
+Every model maps a float32 batch to ``[B, num_classes]`` logits, has no mutable
+state (only a ``params`` collection) and names its last Dense layer ``head``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fedjax_lab.models.cnn import EmnistCNN
+from fedjax_lab.models.cnn import FedAvgCNN
+from fedjax_lab.models.mlp import MLP
+from fedjax_lab.models.resnet import ResNet18
+from fedjax_lab.models.vgg import VGG11
+
+__all__ = [
+    "EmnistCNN",
+    "FedAvgCNN",
+    "MLP",
+    "ResNet18",
+    "VGG11",
+    "available_models",
+    "init_params",
+    "make_model",
+]
+
+_REGISTRY: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "fedavg_cnn": FedAvgCNN,
+    "emnist_cnn": EmnistCNN,
+    "resnet18": ResNet18,
+    "vgg11": VGG11,
+}
+
+
+def available_models() -> tuple[str, ...]:
+    """Names accepted by :func:`make_model`."""
+    return tuple(_REGISTRY)
+
+
+def make_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Builds the model registered as ``name`` with ``num_classes`` outputs.
+
+    ``kwargs`` are the model's other fields (``hidden_sizes`` for ``"mlp"``,
+    ``num_groups`` for ``"resnet18"``/``"vgg11"``). Raises ValueError for an
+    unknown name and TypeError for a keyword the model does not accept.
+    """
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}; available models: {', '.join(_REGISTRY)}.{hint}")
+    cls = _REGISTRY[name]
+    accepted = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.name not in ("num_classes", "parent", "name")
+    ]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"Model {name!r} got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(accepted) or 'none'}."
+        )
+    return cls(num_classes=num_classes, **kwargs)
+
+
+def init_params(model: nn.Module, input_shape: tuple[int, ...], key: jax.Array) -> Any:
+    """Initializes ``model`` on a zero batch of shape ``(1, *input_shape)``; returns params."""
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+    return model.init(key, dummy)["params"]
