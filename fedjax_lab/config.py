@@ -1,7 +1,7 @@
 """The experiment configuration: every value that changes a run's results.
 
 :func:`get_config` returns the defaults (DFedSAM on scikit-learn's digits, Dirichlet(0.3)
-label skew, ring of 20 clients; about two minutes on a 2-core CPU). Overrides come as
+label skew, ring of 100 clients; about two minutes on a 2-core CPU). Overrides come as
 ``key=value`` strings (:func:`apply_overrides`); values are parsed to the type of the default,
 and an unknown key is an error that names the closest known keys.
 """
@@ -23,8 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset = "digits"
     c.model = "mlp"
     c.topology = "ring"  # decentralized algorithms only
-    c.num_clients = 20
-    c.rounds = 150
+    c.num_clients = 100
+    c.rounds = 200
     c.seed = 0  # model init, client sampling, batches
     # Data.
     c.data_seed = 0  # the partition and test splits have their own seed
