@@ -115,3 +115,11 @@ def test_cli_list_and_small_run(tmp_path, capsys):
     assert "final mean test accuracy" in out
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["algorithm"] == "dfedsam_mgs" and config["num_clients"] == 4
+
+
+@pytest.mark.slow
+def test_default_run_reaches_the_promised_accuracy(tmp_path):
+    """`fedjax-lab run` with no arguments: DFedSAM on digits reaches >= 0.80 mean test accuracy."""
+    summary = experiment.run(config_lib.update(config_lib.get_config(), progress=False), tmp_path)
+    assert summary["rounds"] == 200
+    assert summary["test_accuracy"] >= 0.80, summary
