@@ -123,3 +123,22 @@ def test_default_run_reaches_the_promised_accuracy(tmp_path):
     summary = experiment.run(config_lib.update(config_lib.get_config(), progress=False), tmp_path)
     assert summary["rounds"] == 200
     assert summary["test_accuracy"] >= 0.80, summary
+
+
+@pytest.mark.parametrize(
+    "topology,gossip",
+    [("random_in_neighbours", "sparse"), ("one_peer_exponential", "auto"), ("torus", "dense")],
+)
+def test_runs_on_time_varying_and_sparse_topologies(tmp_path, topology, gossip):
+    c = small_config(
+        num_clients=9,
+        topology=topology,
+        gossip=gossip,
+        topology_k=2 if topology == "random_in_neighbours" else 0,
+    )
+    summary = experiment.run(c, tmp_path)
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    expected_messages = {"random_in_neighbours": 2, "one_peer_exponential": 1, "torus": 4}[topology]
+    mlp_bytes = 4 * (64 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10)  # digits MLP, float32
+    assert lines[0]["bytes_communicated"] == 2 * 9 * expected_messages * mlp_bytes
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
