@@ -72,14 +72,16 @@ def _parse(key: str, text: str, default):
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             raise ValueError(
-                f"Expected a {type(default).__name__} for {key!r}, got {text!r}."
+                f"Expected a value of type {type(default).__name__} for {key!r}, got {text!r}."
             ) from None
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
             or (isinstance(default, int) and not isinstance(value, int))
         ):
-            raise ValueError(f"Expected a {type(default).__name__} for {key!r}, got {text!r}.")
+            raise ValueError(
+                f"Expected a value of type {type(default).__name__} for {key!r}, got {text!r}."
+            )
         return type(default)(value)
     return text
 

@@ -60,7 +60,7 @@ def test_config_overrides_are_typed_and_typos_named():
     assert (c.rho, c.rounds, c.adaptive_sam, c.order) == (0.2, 7, True, "x")
     with pytest.raises(ValueError, match="Unknown config key 'lerning_rate'.*'learning_rate'"):
         config_lib.apply_overrides(config_lib.get_config(), ["lerning_rate=0.1"])
-    with pytest.raises(ValueError, match="Expected a int for 'rounds', got '1.5'"):
+    with pytest.raises(ValueError, match="Expected a value of type int for 'rounds', got '1.5'"):
         config_lib.apply_overrides(config_lib.get_config(), ["rounds=1.5"])
     with pytest.raises(ValueError, match="key=value"):
         config_lib.apply_overrides(config_lib.get_config(), ["rounds"])
