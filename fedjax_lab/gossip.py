@@ -126,8 +126,12 @@ def _mix_leaf(mixing, x: jax.Array) -> jax.Array:
             f"Every leaf needs a leading client axis of size N={n}, got a leaf of shape {x.shape}."
         )
     if isinstance(mixing, SparseMixing):
-        weights = mixing.weights.reshape(mixing.weights.shape + (1,) * (x.ndim - 1))
-        out = jnp.sum(weights * x[mixing.indices], axis=1)
+        # One gather per neighbour slot: on XLA:CPU this is several times faster than
+        # gathering x[indices] ([N, D, ...]) and reducing over D.
+        out = jnp.zeros_like(x, dtype=jnp.result_type(x.dtype, mixing.weights.dtype))
+        for d in range(mixing.indices.shape[1]):
+            weight = mixing.weights[:, d].reshape((n,) + (1,) * (x.ndim - 1))
+            out = out + weight * jnp.take(x, mixing.indices[:, d], axis=0)
     else:
         out = jnp.einsum("ij,j...->i...", mixing, x, precision=_HIGHEST)
     return out.astype(x.dtype)
