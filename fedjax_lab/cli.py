@@ -1,9 +1,11 @@
-"""The ``fedjax-lab`` command: ``list`` what is available, ``run`` an experiment."""
+"""The ``fedjax-lab`` command: ``list`` what is available, ``run`` an experiment, ``plot``."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import pathlib
 import sys
 
 from fedjax_lab import config as config_lib
@@ -40,24 +42,57 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _base_config(args: argparse.Namespace):
+    """The config a run starts from: the resumed run's, a config file's, or the default."""
+    if args.resume:
+        if not args.workdir:
+            raise ValueError("--resume needs the --workdir of the run to continue.")
+        if args.config:
+            raise ValueError("--resume continues with the run's stored config; drop --config.")
+        stored = pathlib.Path(args.workdir) / "config.json"
+        if not stored.exists():
+            raise FileNotFoundError(f"Nothing to resume: {stored} does not exist.")
+        return config_lib.from_dict(json.loads(stored.read_text()))
+    if args.config:
+        return config_lib.load_config_file(args.config)
+    return config_lib.get_config()
+
+
 def _run(args: argparse.Namespace) -> int:
-    config = config_lib.get_config()
     flags = {
         _FLAG_TO_KEY.get(f, f): getattr(args, f) for f in _FLAG_KEYS if getattr(args, f) is not None
     }
-    config = config_lib.update(config, **flags)
+    config = config_lib.update(_base_config(args), **flags)
     config = config_lib.apply_overrides(config, args.set or [])
     workdir = args.workdir or (
         f"runs/{config.algorithm}_{config.dataset}_"
         f"{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     )
-    summary = experiment.run(config, workdir, overwrite=args.overwrite)
+    summary = experiment.run(config, workdir, resume=args.resume, overwrite=args.overwrite)
     print(
         f"final mean test accuracy: {summary['test_accuracy']:.4f} "
         f"(averaged model {summary['averaged_model_accuracy']:.4f}, "
         f"{summary['rounds']} rounds, {summary['wall_time_s']:.1f} s)"
     )
     print(f"run recorded in {workdir}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from fedjax_lab import plotting  # matplotlib is only needed here
+
+    if args.topology:
+        if args.workdirs:
+            raise ValueError("Give either run directories or --topology, not both.")
+        graph = topology.make_topology(args.topology, args.clients)
+        out = args.out or f"{args.topology}_{args.clients}.png"
+        plotting.plot_topology(graph, out)
+    else:
+        if not args.workdirs:
+            raise ValueError("Give one or more run directories, or --topology NAME.")
+        out = args.out or str(pathlib.Path(args.workdirs[0]) / "curves.png")
+        plotting.plot_runs(args.workdirs, out)
+    print(f"wrote {out}")
     return 0
 
 
@@ -69,21 +104,38 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "list", help="print the available algorithms, datasets, models and topologies"
     ).set_defaults(func=_list)
+
     run = commands.add_parser(
         "run", help="run an experiment (defaults: DFedSAM on digits over a ring)"
     )
+    run.add_argument("--config", help="a Python config file with get_config() (experiments/)")
     for flag, kind in _FLAG_KEYS.items():
         run.add_argument(f"--{flag}", type=kind, help=f"config key {_FLAG_TO_KEY.get(flag, flag)}")
     run.add_argument(
         "--workdir", help="where the run is recorded (default: runs/<algorithm>_<dataset>_<time>)"
     )
     run.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)"
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any config key (repeatable)",
+    )
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run in --workdir from its checkpoint"
     )
     run.add_argument(
         "--overwrite", action="store_true", help="replace a run already recorded in --workdir"
     )
     run.set_defaults(func=_run)
+
+    plot = commands.add_parser(
+        "plot", help="plot runs' curves, or draw a topology with its spectral gap"
+    )
+    plot.add_argument("workdirs", nargs="*", help="run directories to overlay")
+    plot.add_argument("--topology", help="draw this topology instead")
+    plot.add_argument("--clients", type=int, default=16, help="clients of --topology")
+    plot.add_argument("--out", help="the PNG to write")
+    plot.set_defaults(func=_plot)
     return parser
 
 
@@ -91,9 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError) as error:
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"fedjax-lab: error: {error}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:
+        print(f"fedjax-lab: stopped: {error}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

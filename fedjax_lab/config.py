@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.util
+import os
+import pathlib
 from typing import Iterable
 
 import ml_collections
@@ -34,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.test_examples_per_client = 100
     c.synthetic_alpha = 1.0  # FedProx synthetic(alpha, beta)
     c.synthetic_beta = 1.0
+    c.data_dir = ""  # TFDS data directory; "" = $TFDS_DATA_DIR or TFDS's default
     # Local training.
     c.local_steps = 10  # K
     c.batch_size = 32
@@ -56,7 +60,31 @@ def get_config() -> ml_collections.ConfigDict:
     c.unroll = 1  # lax.scan unroll of the local steps
     c.eval_every = 10  # rounds between evaluations (the last round always)
     c.progress = True  # show a progress bar
+    # Checkpoints (orbax) in <workdir>/checkpoints.
+    c.checkpoint_every = 50  # rounds between checkpoints (the last round always)
+    c.keep_checkpoints = 3  # how many of the newest checkpoints to keep
     return c
+
+
+def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The ``get_config()`` of a Python config file (such as ``experiments/*.py``)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No config file at {path}.")
+    spec = importlib.util.spec_from_file_location(f"_fedjax_lab_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"The config file {path} defines no get_config() function.")
+    return from_dict(module.get_config().to_dict())
+
+
+def from_dict(values: dict) -> ml_collections.ConfigDict:
+    """The default config updated with ``values`` (such as a run's ``config.json``).
+
+    Every key must be a known one; keys left out keep their defaults.
+    """
+    return update(get_config(), **values)
 
 
 def _parse(key: str, text: str, default):

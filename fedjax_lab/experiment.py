@@ -7,11 +7,17 @@ workdir receives
 * ``metrics.jsonl``: one JSON object per evaluated round (``round``, ``test_accuracy``,
   ``averaged_model_accuracy``, ``train_loss``, ``consensus_distance``,
   ``bytes_communicated`` so far), appended and flushed as the run goes;
+* ``tensorboard/``: the same metrics as TensorBoard event files;
+* ``checkpoints/<round>``: the whole experiment state (algorithm state with every per-client
+  state, root PRNG key, bytes communicated) every ``checkpoint_every`` rounds and at the end,
+  the newest ``keep_checkpoints`` kept;
 * ``summary.json``: the final metrics and a sha256 fingerprint of the final parameters,
   written atomically at the end.
 
-Randomness: round ``t`` uses ``fold_in(root, t)`` where ``root`` comes from ``config.seed``;
-the data partition uses ``config.data_seed``.
+Randomness: round ``t`` uses ``fold_in(root, t)`` where ``root`` comes from ``config.seed``
+(batch sampling, client sampling and local training all derive from it); the data partition
+uses ``config.data_seed``. A run resumed from a checkpoint therefore continues exactly as
+the uninterrupted run would have, and ends with the same parameter fingerprint.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import time
 from typing import Any
 
@@ -29,11 +36,13 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from fedjax_lab import checkpoints
 from fedjax_lab import data as data_lib
 from fedjax_lab import gossip as gossip_lib
 from fedjax_lab import metrics as metrics_lib
 from fedjax_lab import models
 from fedjax_lab import objectives
+from fedjax_lab import records
 from fedjax_lab import topology as topology_lib
 from fedjax_lab.algorithms import base
 from fedjax_lab.algorithms import registry
@@ -41,7 +50,6 @@ from fedjax_lab.algorithms import registry
 DATA_STREAM = 2  # beside base.COHORT_STREAM and base.TRAIN_STREAM
 INIT_STREAM = 3
 GOSSIP_MODES = ("auto", "dense", "sparse")
-_RUN_FILES = ("metrics.jsonl", "summary.json")
 
 
 def params_fingerprint(tree: Any) -> str:
@@ -56,7 +64,15 @@ def params_fingerprint(tree: Any) -> str:
 
 
 def _check_config(c: ml_collections.ConfigDict) -> None:
-    positive = ("num_clients", "rounds", "local_steps", "batch_size", "eval_every")
+    positive = (
+        "num_clients",
+        "rounds",
+        "local_steps",
+        "batch_size",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+    )
     for key in positive:
         if c[key] < 1:
             raise ValueError(f"Expected config.{key} >= 1, got {c[key]!r}.")
@@ -101,17 +117,47 @@ class _Mixing:
         return self._convert(self.topology.matrix(round_index))
 
 
-def _prepare_workdir(workdir: str | os.PathLike, overwrite: bool) -> pathlib.Path:
+_RUN_ENTRIES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard")
+# Keys that may change between an interrupted run and its resumption.
+_RESUMABLE_KEYS = ("progress",)
+
+
+def _prepare_workdir(
+    workdir: str | os.PathLike, config: ml_collections.ConfigDict, resume: bool, overwrite: bool
+) -> pathlib.Path:
+    if resume and overwrite:
+        raise ValueError("Pass either resume or overwrite, not both.")
     path = pathlib.Path(workdir)
-    existing = [name for name in _RUN_FILES if (path / name).exists()]
+    existing = [name for name in _RUN_ENTRIES if (path / name).exists()]
+    if resume:
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"Nothing to resume: {path} holds no config.json.")
+        stored = json.loads((path / "config.json").read_text())
+        given = config.to_dict()
+        differ = sorted(
+            k
+            for k in set(stored) | set(given)
+            if k not in _RESUMABLE_KEYS and stored.get(k) != given.get(k)
+        )
+        if differ:
+            details = ", ".join(
+                f"{k}: stored {stored.get(k)!r}, given {given.get(k)!r}" for k in differ
+            )
+            raise ValueError(
+                f"The config differs from the run in {path} ({details}); resume it "
+                "with the stored config or start a new run elsewhere."
+            )
+        return path
     if existing and not overwrite:
         raise FileExistsError(
-            f"{path} already holds a run ({', '.join(existing)}); choose another workdir "
-            "or pass overwrite=True (--overwrite)."
+            f"{path} already holds a run ({', '.join(existing)}); resume it, choose another "
+            "workdir, or overwrite it (--resume, --workdir, --overwrite)."
         )
-    path.mkdir(parents=True, exist_ok=True)
     for name in existing:
-        (path / name).unlink()
+        entry = path / name
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(path / "config.json", config.to_dict())
     return path
 
 
@@ -121,17 +167,41 @@ def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _checkpoint_tree(state: Any, root: jax.Array, bytes_sent: int) -> dict[str, Any]:
+    return {
+        "state": state,
+        "rng": np.asarray(jax.random.key_data(root)),
+        "bytes_communicated": np.asarray(bytes_sent, np.int64),
+    }
+
+
 def run(
-    config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, overwrite: bool = False
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Runs the experiment described by ``config`` and records it in ``workdir``.
 
+    Args:
+      config: the full config (:func:`fedjax_lab.config.get_config` and overrides).
+      workdir: the run directory. A workdir that already holds a run is refused unless
+        ``resume`` (continue from its latest checkpoint; the config must equal the stored
+        one) or ``overwrite`` (delete the old run's records first).
+
     Returns:
       The summary (also written to ``summary.json``): the final evaluation metrics,
-      ``bytes_communicated``, ``rounds``, ``wall_time_s`` and ``params_sha256``.
+      ``bytes_communicated``, ``rounds``, ``resumed_from`` (0 for a fresh run),
+      ``wall_time_s`` of this invocation and ``params_sha256``.
+
+    Raises:
+      FloatingPointError: when the training loss becomes NaN or infinite; the message names
+        the round, and the checkpoints saved before it stay usable.
     """
     c = config
     _check_config(c)
+    path = _prepare_workdir(workdir, c, resume=resume, overwrite=overwrite)
     dataset = data_lib.make_federated_dataset(
         c.dataset,
         c.num_clients,
@@ -142,6 +212,7 @@ def run(
         test_examples_per_client=c.test_examples_per_client,
         synthetic_alpha=c.synthetic_alpha,
         synthetic_beta=c.synthetic_beta,
+        data_dir=c.data_dir or None,
     )
     model = models.make_model(c.model, dataset.num_classes)
     apply_fn = lambda params, x: model.apply({"params": params}, x)
@@ -154,7 +225,7 @@ def run(
     state = algorithm.init(params)
 
     @jax.jit
-    def train_round(state, mixing, train_data, round_index):
+    def train_round(state, mixing, train_data, root, round_index):
         key = jax.random.fold_in(root, round_index)
         batches = data_lib.sample_batches(
             train_data,
@@ -175,35 +246,62 @@ def run(
             chunk_size=c.chunk_size or None,
         )
 
-    path = _prepare_workdir(workdir, overwrite)
-    _write_json_atomic(path / "config.json", c.to_dict())
-    bytes_sent = 0
+    checkpointer = checkpoints.Checkpointer(path / "checkpoints", keep=c.keep_checkpoints)
+    first_round, bytes_sent = 0, 0
+    latest = checkpointer.latest_round() if resume else None
+    if latest is not None:
+        restored = checkpointer.restore(latest, like=_checkpoint_tree(state, root, 0))
+        state, root = restored["state"], jax.random.wrap_key_data(restored["rng"])
+        first_round, bytes_sent = latest, int(restored["bytes_communicated"])
+    writer = records.MetricsWriter(path, resume_round=first_round if resume else None)
     record: dict[str, Any] = {}
     start = time.perf_counter()
-    bar = tqdm.trange(
-        c.rounds, desc=f"{c.algorithm} on {c.dataset}", unit="round", disable=not c.progress
+    bar = tqdm.tqdm(
+        range(first_round, c.rounds),
+        initial=first_round,
+        total=c.rounds,
+        desc=f"{c.algorithm} on {c.dataset}",
+        unit="round",
+        disable=not c.progress,
     )
-    with open(path / "metrics.jsonl", "a") as log:
+    try:
         for t in bar:
-            state, round_metrics = train_round(state, mixing(t), dataset.train, jnp.int32(t))
+            state, round_metrics = train_round(state, mixing(t), dataset.train, root, jnp.int32(t))
+            train_loss = float(round_metrics["train_loss"])
+            if not np.isfinite(train_loss):
+                last = checkpointer.latest_round()
+                raise FloatingPointError(
+                    f"The training loss became {train_loss} in round {t + 1}; stopping. "
+                    + (
+                        f"The last good checkpoint is round {last} in {checkpointer.directory}."
+                        if last is not None
+                        else "No checkpoint was saved before it."
+                    )
+                )
             bytes_sent += int(round_metrics["models_sent"]) * model_bytes
-            if (t + 1) % c.eval_every == 0 or t + 1 == c.rounds:
+            done = t + 1
+            if done % c.eval_every == 0 or done == c.rounds:
                 evaluated = jax.device_get(evaluate(state, dataset.test))
-                train_loss = float(round_metrics["train_loss"])
-                if not np.isfinite(train_loss):
-                    raise FloatingPointError(f"Training loss became {train_loss} in round {t + 1}.")
                 record = {
-                    "round": t + 1,
+                    "round": done,
                     "train_loss": train_loss,
                     "bytes_communicated": bytes_sent,
                     **{k: float(v) for k, v in evaluated.items()},
                 }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                writer.write(record)
                 bar.set_postfix(acc=f"{record['test_accuracy']:.3f}", loss=f"{train_loss:.3f}")
+            if done % c.checkpoint_every == 0 or done == c.rounds:
+                checkpointer.save(done, _checkpoint_tree(state, root, bytes_sent))
+    finally:
+        bar.close()
+        writer.close()
+        checkpointer.close()
+    if not record:  # resumed from the final checkpoint: nothing left to run
+        record = records.read_metrics(path / "metrics.jsonl")[-1]
     summary = {
         **record,
         "rounds": c.rounds,
+        "resumed_from": first_round,
         "wall_time_s": round(time.perf_counter() - start, 3),
         "params_sha256": params_fingerprint(state.params),
     }

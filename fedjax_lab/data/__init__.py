@@ -15,6 +15,7 @@ from fedjax_lab.data.partition import pathological
 from fedjax_lab.data.partition import per_client_test_sets
 from fedjax_lab.data.sources import load_digits
 from fedjax_lab.data.sources import synthetic_federated
+from fedjax_lab.data.tfds_sources import load_tfds
 
 __all__ = [
     "ClientArrays",
@@ -26,6 +27,7 @@ __all__ = [
     "iid",
     "label_proportions",
     "load_digits",
+    "load_tfds",
     "make_federated_dataset",
     "pathological",
     "per_client_test_sets",

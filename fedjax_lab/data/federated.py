@@ -3,8 +3,9 @@
 To add a dataset (e.g. from TFDS), write a loader and register it in
 ``_DATASETS``:
 
-* a centralised source: ``load(seed) -> (x_train, y_train, x_test, y_test)``
-  NumPy arrays; its training set is split by one of the partitioners and
+* a centralised source: ``load(seed, data_dir) -> (x_train, y_train, x_test,
+  y_test)`` NumPy arrays (``data_dir`` is the TFDS data directory, ignored by
+  other sources); its training set is split by one of the partitioners and
   each client's test set is drawn from the global test set with that
   client's training label proportions;
 * a naturally partitioned source: ``load(num_clients, seed, iid, options) ->
@@ -19,6 +20,7 @@ import numpy as np
 
 from fedjax_lab.data import partition as partition_lib
 from fedjax_lab.data import sources
+from fedjax_lab.data import tfds_sources
 from fedjax_lab.data.client_data import ClientArrays, stack_clients
 
 
@@ -44,6 +46,19 @@ class _DatasetSpec(NamedTuple):
 _CENTRAL_PARTITIONS = ("iid", "dirichlet", "dirichlet_per_class", "pathological")
 
 
+def _load_digits(seed: int, data_dir: str | None):
+    del data_dir  # Bundled with scikit-learn.
+    return sources.load_digits(seed)
+
+
+def _tfds_loader(name: str) -> Callable[..., Any]:
+    def load(seed: int, data_dir: str | None):
+        del seed  # TFDS datasets come with fixed train and test splits.
+        return tfds_sources.load_tfds(name, data_dir=data_dir)
+
+    return load
+
+
 def _load_synthetic(num_clients: int, seed: int, iid: bool, options: dict[str, Any]):
     return sources.synthetic_federated(
         num_clients, options["synthetic_alpha"], options["synthetic_beta"], seed, iid=iid
@@ -51,11 +66,21 @@ def _load_synthetic(num_clients: int, seed: int, iid: bool, options: dict[str, A
 
 
 _DATASETS: dict[str, _DatasetSpec] = {
-    "digits": _DatasetSpec(
-        sources.load_digits, False, _CENTRAL_PARTITIONS, "dirichlet", 10, (8, 8, 1)
-    ),
+    "digits": _DatasetSpec(_load_digits, False, _CENTRAL_PARTITIONS, "dirichlet", 10, (8, 8, 1)),
     # "iid" is FedProx's IID synthetic variant (all clients share one distribution).
     "synthetic": _DatasetSpec(_load_synthetic, True, ("natural", "iid"), "natural", 10, (60,)),
+    # Prepared TFDS datasets (mnist, fashion_mnist, emnist, cifar10, cifar100).
+    **{
+        name: _DatasetSpec(
+            _tfds_loader(name),
+            False,
+            _CENTRAL_PARTITIONS,
+            "dirichlet",
+            source.num_classes,
+            source.input_shape,
+        )
+        for name, source in tfds_sources.TFDS_DATASETS.items()
+    },
 }
 
 
@@ -98,6 +123,7 @@ def make_federated_dataset(
     test_examples_per_client: int = 100,
     synthetic_alpha: float = 1.0,
     synthetic_beta: float = 1.0,
+    data_dir: str | None = None,
 ) -> FederatedDataset:
     """Builds a federated dataset.
 
@@ -105,16 +131,25 @@ def make_federated_dataset(
       name: one of :func:`available_datasets`.
       num_clients: number of clients N >= 1.
       seed: seed for the split, the partition and the test sampling.
-      partition: ``None`` for the dataset's default ("dirichlet" for digits,
-        "natural" for synthetic). digits supports "iid", "dirichlet",
-        "dirichlet_per_class", "pathological"; synthetic supports "natural"
-        and "iid" (FedProx's IID synthetic data).
+      partition: ``None`` for the dataset's default ("dirichlet" for digits
+        and the TFDS datasets, "natural" for synthetic). digits and the TFDS
+        datasets (mnist, fashion_mnist, emnist, cifar10, cifar100) support
+        "iid", "dirichlet", "dirichlet_per_class", "pathological"; synthetic
+        supports "natural" and "iid" (FedProx's IID synthetic data).
       alpha: Dirichlet concentration (> 0) for the dirichlet partitions.
       classes_per_client: shards per client for "pathological", in [1, C].
       test_examples_per_client: size of each client's test set for centralised
         sources (synthetic clients keep their own held-out 20% instead).
       synthetic_alpha: variance of the per-client model mean (synthetic).
       synthetic_beta: variance of the per-client input mean (synthetic).
+      data_dir: TFDS data directory holding the prepared TFDS datasets
+        (``None``: ``TFDS_DATA_DIR`` or TFDS's default); ignored by digits and
+        synthetic. See :mod:`fedjax_lab.data.tfds_sources`; nothing is
+        downloaded.
+
+    Returns:
+      The per-client train and test arrays with the dataset's number of
+      classes and input shape.
     """
     _check_choice("dataset", name, available_datasets())
     spec = _DATASETS[name]
@@ -141,7 +176,7 @@ def make_federated_dataset(
         x_tr, y_tr, x_te, y_te = spec.load(num_clients, seed, partition == "iid", options)
     else:
         partition_seed, test_seed = np.random.SeedSequence(seed).generate_state(2)
-        x_train, y_train, x_test, y_test = spec.load(seed)
+        x_train, y_train, x_test, y_test = spec.load(seed, data_dir)
         parts = _partition(
             y_train, num_clients, partition, partition_seed, alpha, classes_per_client
         )

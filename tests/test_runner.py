@@ -1,0 +1,156 @@
+"""Resumable runs, NaN handling, TensorBoard records and config files."""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from fedjax_lab import checkpoints
+from fedjax_lab import config as config_lib
+from fedjax_lab import data
+from fedjax_lab import experiment
+from fedjax_lab import models
+from fedjax_lab import records
+from fedjax_lab import topology
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMALL = [
+    "num_clients=6",
+    "local_steps=3",
+    "batch_size=8",
+    "eval_every=3",
+    "checkpoint_every=2",
+    "keep_checkpoints=2",
+    "test_examples_per_client=20",
+    "progress=false",
+]
+
+
+def small_config(**values):
+    c = config_lib.apply_overrides(config_lib.get_config(), SMALL)
+    return config_lib.update(c, **values)
+
+
+def cli(*args):
+    command = [sys.executable, "-m", "fedjax_lab.cli", *args]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_killed_run_resumes_to_the_same_fingerprint(tmp_path):
+    flags = ["--rounds", "40", "--set", "algorithm=dfedsam"]
+    for item in SMALL:
+        flags += ["--set", item]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert cli("run", "--workdir", str(straight), *flags).wait(timeout=300) == 0
+
+    process = cli("run", "--workdir", str(killed), *flags)
+    deadline = time.monotonic() + 300
+    while not any(
+        p.name.isdigit() and int(p.name) >= 10 for p in (killed / "checkpoints").glob("*")
+    ):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "summary.json").exists()
+
+    assert cli("run", "--workdir", str(killed), "--resume").wait(timeout=300) == 0
+    a = json.loads((straight / "summary.json").read_text())
+    b = json.loads((killed / "summary.json").read_text())
+    assert b["resumed_from"] >= 10
+    assert a["params_sha256"] == b["params_sha256"]
+    assert records.read_metrics(straight / "metrics.jsonl") == records.read_metrics(
+        killed / "metrics.jsonl"
+    )
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    experiment.run(small_config(rounds=2), tmp_path)
+    with pytest.raises(ValueError, match="rho: stored 0.05, given 0.5"):
+        experiment.run(small_config(rounds=2, rho=0.5), tmp_path, resume=True)
+    with pytest.raises(FileNotFoundError, match="Nothing to resume"):
+        experiment.run(small_config(rounds=2), tmp_path / "empty", resume=True)
+    # Resuming a finished run changes nothing.
+    first = json.loads((tmp_path / "summary.json").read_text())
+    again = experiment.run(small_config(rounds=2, progress=True), tmp_path, resume=True)
+    assert again["params_sha256"] == first["params_sha256"]
+    assert again["resumed_from"] == 2
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = small_config(rounds=30, learning_rate=100.0, checkpoint_every=1, eval_every=1)
+    with pytest.raises(FloatingPointError, match=r"in round (\d+).*last good checkpoint") as info:
+        experiment.run(config, tmp_path)
+    bad_round = int(re.search(r"in round (\d+)", str(info.value)).group(1))
+    ckpt = checkpoints.Checkpointer(tmp_path / "checkpoints", keep=2)
+    last = ckpt.latest_round()
+    assert last == bad_round - 1
+    dataset = data.make_federated_dataset("digits", 6, seed=0, test_examples_per_client=20)
+    model = models.make_model("mlp", dataset.num_classes)
+    like_params = models.init_params(model, dataset.input_shape, jax.random.key(0))
+    like = experiment._checkpoint_tree(
+        experiment.registry.build_algorithm(config, lambda p, b: 0.0).init(like_params),
+        jax.random.key(0),
+        0,
+    )
+    restored = ckpt.restore(last, like)
+    ckpt.close()
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored["state"].params))
+    assert int(restored["state"].round) == last
+
+
+def test_tensorboard_events_are_written(tmp_path):
+    experiment.run(small_config(rounds=3), tmp_path)
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100
+    raw = events[0].read_bytes()
+    for tag in (b"test_accuracy", b"consensus_distance", b"bytes_communicated"):
+        assert tag in raw
+
+
+def test_truncated_metrics_line_is_skipped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"round": 1, "x": 1.0}\n{"round": 2, "x": 2.0}\n{"round": 3, "x"')
+    assert [r["round"] for r in records.read_metrics(path)] == [1, 2]
+
+
+CONFIG_FILES = [
+    p for p in sorted((REPO / "experiments").glob("*.py")) if "def get_config" in p.read_text()
+]
+
+
+def test_there_are_experiment_config_files():
+    assert len(CONFIG_FILES) >= 3
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_experiment_config_files_are_valid(path):
+    c = config_lib.load_config_file(path)
+    assert c.algorithm in experiment.registry.available_algorithms()
+    assert c.dataset in data.available_datasets()
+    assert c.model in models.available_models()
+    assert c.topology in topology.available_topologies()
+
+
+def test_config_file_errors(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from fedjax_lab import config\n"
+        "def get_config():\n"
+        "    c = config.get_config()\n"
+        "    c.lerning_rate = 0.3\n"
+        "    return c\n"
+    )
+    with pytest.raises(ValueError, match="'lerning_rate'. Did you mean 'learning_rate'"):
+        config_lib.load_config_file(bad)
+    with pytest.raises(FileNotFoundError, match="No config file"):
+        config_lib.load_config_file(tmp_path / "missing.py")
