@@ -8,10 +8,12 @@ over clients stacked on a leading axis. The pieces:
 * :mod:`fedjax_lab.topology` and :mod:`fedjax_lab.gossip`: mixing matrices and gossip.
 * :mod:`fedjax_lab.clients` and :mod:`fedjax_lab.local`: mapping over clients, local steps.
 * :mod:`fedjax_lab.data`, :mod:`fedjax_lab.models`, :mod:`fedjax_lab.metrics`.
-* :mod:`fedjax_lab.experiment` and :mod:`fedjax_lab.config`: config-driven runs.
+* :mod:`fedjax_lab.experiment` and :mod:`fedjax_lab.config`: config-driven runs, with
+  :mod:`fedjax_lab.checkpoints`, :mod:`fedjax_lab.records` and :mod:`fedjax_lab.plotting`.
 """
 
 from fedjax_lab import algorithms
+from fedjax_lab import checkpoints
 from fedjax_lab import clients
 from fedjax_lab import config
 from fedjax_lab import data
@@ -21,6 +23,8 @@ from fedjax_lab import local
 from fedjax_lab import metrics
 from fedjax_lab import models
 from fedjax_lab import objectives
+from fedjax_lab import plotting
+from fedjax_lab import records
 from fedjax_lab import topology
 from fedjax_lab import transforms
 
@@ -28,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "algorithms",
+    "checkpoints",
     "clients",
     "config",
     "data",
@@ -37,6 +42,8 @@ __all__ = (
     "metrics",
     "models",
     "objectives",
+    "plotting",
+    "records",
     "topology",
     "transforms",
 )

@@ -61,7 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_every = 10  # rounds between evaluations (the last round always)
     c.progress = True  # show a progress bar
     # Checkpoints (orbax) in <workdir>/checkpoints.
-    c.checkpoint_every = 50  # rounds between checkpoints (the last round always)
+    c.checkpoint_every = 50  # rounds between checkpoints (and the last); 0 = no checkpoints
     c.keep_checkpoints = 3  # how many of the newest checkpoints to keep
     return c
 

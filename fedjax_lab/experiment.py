@@ -22,6 +22,7 @@ the uninterrupted run would have, and ends with the same parameter fingerprint.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -70,7 +71,6 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
         "local_steps",
         "batch_size",
         "eval_every",
-        "checkpoint_every",
         "keep_checkpoints",
     )
     for key in positive:
@@ -80,6 +80,10 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"Expected config.learning_rate > 0, got {c.learning_rate!r}.")
     if c.gossip not in GOSSIP_MODES:
         raise ValueError(f"Unknown config.gossip {c.gossip!r}; expected one of {GOSSIP_MODES}.")
+    if c.checkpoint_every < 0:
+        raise ValueError(
+            f"Expected config.checkpoint_every >= 0 (0 = no checkpoints), got {c.checkpoint_every}."
+        )
     if c.chunk_size < 0 or c.gossip_steps < 0 or c.topology_k < 0 or c.topology_p < 0:
         raise ValueError(
             "Expected chunk_size, gossip_steps, topology_k and topology_p >= 0 "
@@ -175,6 +179,107 @@ def _checkpoint_tree(state: Any, root: jax.Array, bytes_sent: int) -> dict[str, 
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """Everything a run is built from, ready to step by hand (in a notebook, say).
+
+    Attributes:
+      config: the config it was built from.
+      dataset: the federated dataset (train and per-client test arrays).
+      model: the flax module; ``apply_fn(params, x)`` gives logits.
+      algorithm: the federated algorithm.
+      topology: the topology of a decentralized algorithm, else None.
+      root: the root PRNG key (from ``config.seed``); round t uses ``fold_in(root, t)``.
+      initial_state: the algorithm state before the first round.
+      model_bytes: bytes of one model, for communication accounting.
+    """
+
+    config: ml_collections.ConfigDict
+    dataset: data_lib.FederatedDataset
+    model: Any
+    algorithm: base.Algorithm
+    topology: topology_lib.Topology | None
+    root: jax.Array
+    initial_state: Any
+    model_bytes: int
+    _mixing: Any
+    _train_round: Any
+    _evaluate: Any
+
+    def apply_fn(self, params: Any, x: jax.Array) -> jax.Array:
+        return self.model.apply({"params": params}, x)
+
+    def train_round(self, state: Any, round_index: int) -> tuple[Any, dict[str, jax.Array]]:
+        """Round ``round_index`` (0-based): batches sampled on device, then the algorithm."""
+        return self._train_round(
+            state, self._mixing(round_index), self.dataset.train, jnp.int32(round_index)
+        )
+
+    def evaluate(self, state: Any) -> dict[str, float]:
+        """Mean per-client test accuracy, averaged-model accuracy, consensus distance."""
+        return {k: float(v) for k, v in self._evaluate(state, self.dataset.test).items()}
+
+
+def build(config: ml_collections.ConfigDict) -> Experiment:
+    """Builds the data, model, algorithm and jitted round of ``config`` (no files written)."""
+    c = config
+    _check_config(c)
+    dataset = data_lib.make_federated_dataset(
+        c.dataset,
+        c.num_clients,
+        seed=c.data_seed,
+        partition=c.partition or None,
+        alpha=c.alpha,
+        classes_per_client=c.classes_per_client,
+        test_examples_per_client=c.test_examples_per_client,
+        synthetic_alpha=c.synthetic_alpha,
+        synthetic_beta=c.synthetic_beta,
+        data_dir=c.data_dir or None,
+    )
+    model = models.make_model(c.model, dataset.num_classes)
+    apply_fn = lambda params, x: model.apply({"params": params}, x)
+    algorithm = registry.build_algorithm(c, objectives.cross_entropy_loss(apply_fn))
+    mixing = _Mixing(c) if algorithm.decentralized else None
+    root = jax.random.key(c.seed)
+    params = models.init_params(model, dataset.input_shape, jax.random.fold_in(root, INIT_STREAM))
+
+    @jax.jit
+    def train_round(state, mixing, train_data, round_index):
+        key = jax.random.fold_in(root, round_index)
+        batches = data_lib.sample_batches(
+            train_data,
+            algorithm.cohort(key),
+            jax.random.fold_in(key, DATA_STREAM),
+            c.local_steps,
+            c.batch_size,
+        )
+        return algorithm.round(state, mixing, batches, key)
+
+    @jax.jit
+    def evaluate(state, test_data):
+        return metrics_lib.evaluate(
+            apply_fn,
+            algorithm.client_params(state),
+            test_data,
+            strategy=c.strategy,
+            chunk_size=c.chunk_size or None,
+        )
+
+    return Experiment(
+        config=c,
+        dataset=dataset,
+        model=model,
+        algorithm=algorithm,
+        topology=mixing.topology if mixing else None,
+        root=root,
+        initial_state=algorithm.init(params),
+        model_bytes=base.model_bytes(params),
+        _mixing=mixing if mixing else (lambda round_index: None),
+        _train_round=train_round,
+        _evaluate=evaluate,
+    )
+
+
 def run(
     config: ml_collections.ConfigDict,
     workdir: str | os.PathLike,
@@ -200,58 +305,17 @@ def run(
         the round, and the checkpoints saved before it stay usable.
     """
     c = config
-    _check_config(c)
+    exp = build(c)
     path = _prepare_workdir(workdir, c, resume=resume, overwrite=overwrite)
-    dataset = data_lib.make_federated_dataset(
-        c.dataset,
-        c.num_clients,
-        seed=c.data_seed,
-        partition=c.partition or None,
-        alpha=c.alpha,
-        classes_per_client=c.classes_per_client,
-        test_examples_per_client=c.test_examples_per_client,
-        synthetic_alpha=c.synthetic_alpha,
-        synthetic_beta=c.synthetic_beta,
-        data_dir=c.data_dir or None,
-    )
-    model = models.make_model(c.model, dataset.num_classes)
-    apply_fn = lambda params, x: model.apply({"params": params}, x)
-    algorithm = registry.build_algorithm(c, objectives.cross_entropy_loss(apply_fn))
-    mixing = _Mixing(c) if algorithm.decentralized else (lambda round_index: None)
-
-    root = jax.random.key(c.seed)
-    params = models.init_params(model, dataset.input_shape, jax.random.fold_in(root, INIT_STREAM))
-    model_bytes = base.model_bytes(params)
-    state = algorithm.init(params)
-
-    @jax.jit
-    def train_round(state, mixing, train_data, root, round_index):
-        key = jax.random.fold_in(root, round_index)
-        batches = data_lib.sample_batches(
-            train_data,
-            algorithm.cohort(key),
-            jax.random.fold_in(key, DATA_STREAM),
-            c.local_steps,
-            c.batch_size,
-        )
-        return algorithm.round(state, mixing, batches, key)
-
-    @jax.jit
-    def evaluate(state, test_data):
-        return metrics_lib.evaluate(
-            apply_fn,
-            algorithm.client_params(state),
-            test_data,
-            strategy=c.strategy,
-            chunk_size=c.chunk_size or None,
-        )
-
+    state, root = exp.initial_state, exp.root
     checkpointer = checkpoints.Checkpointer(path / "checkpoints", keep=c.keep_checkpoints)
     first_round, bytes_sent = 0, 0
     latest = checkpointer.latest_round() if resume else None
     if latest is not None:
         restored = checkpointer.restore(latest, like=_checkpoint_tree(state, root, 0))
-        state, root = restored["state"], jax.random.wrap_key_data(restored["rng"])
+        if not np.array_equal(restored["rng"], jax.random.key_data(root)):
+            raise ValueError(f"The checkpoint of round {latest} was written with another seed.")
+        state = restored["state"]
         first_round, bytes_sent = latest, int(restored["bytes_communicated"])
     writer = records.MetricsWriter(path, resume_round=first_round if resume else None)
     record: dict[str, Any] = {}
@@ -266,7 +330,7 @@ def run(
     )
     try:
         for t in bar:
-            state, round_metrics = train_round(state, mixing(t), dataset.train, root, jnp.int32(t))
+            state, round_metrics = exp.train_round(state, t)
             train_loss = float(round_metrics["train_loss"])
             if not np.isfinite(train_loss):
                 last = checkpointer.latest_round()
@@ -278,10 +342,10 @@ def run(
                         else "No checkpoint was saved before it."
                     )
                 )
-            bytes_sent += int(round_metrics["models_sent"]) * model_bytes
+            bytes_sent += int(round_metrics["models_sent"]) * exp.model_bytes
             done = t + 1
             if done % c.eval_every == 0 or done == c.rounds:
-                evaluated = jax.device_get(evaluate(state, dataset.test))
+                evaluated = exp.evaluate(state)
                 record = {
                     "round": done,
                     "train_loss": train_loss,
@@ -290,14 +354,14 @@ def run(
                 }
                 writer.write(record)
                 bar.set_postfix(acc=f"{record['test_accuracy']:.3f}", loss=f"{train_loss:.3f}")
-            if done % c.checkpoint_every == 0 or done == c.rounds:
+            if c.checkpoint_every and (done % c.checkpoint_every == 0 or done == c.rounds):
                 checkpointer.save(done, _checkpoint_tree(state, root, bytes_sent))
     finally:
         bar.close()
         writer.close()
         checkpointer.close()
     if not record:  # resumed from the final checkpoint: nothing left to run
-        record = records.read_metrics(path / "metrics.jsonl")[-1]
+        record = records.load_metrics(path)[-1]
     summary = {
         **record,
         "rounds": c.rounds,

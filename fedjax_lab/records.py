@@ -17,14 +17,50 @@ from typing import Any
 import tensorboardX
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file; a truncated last line is skipped."""
+def load_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Reads the per-round records of a run.
+
+    A last line that is not a complete JSON object (a run killed while writing it) is
+    skipped; a damaged line anywhere else is an error.
+
+    Args:
+      workdir: A run's workdir, holding ``metrics.jsonl``.
+
+    Returns:
+      One dict per evaluated round, in file order (keys ``round``, ``test_accuracy``,
+      ``averaged_model_accuracy``, ``train_loss``, ``consensus_distance``,
+      ``bytes_communicated``).
+
+    Raises:
+      FileNotFoundError: If ``workdir/metrics.jsonl`` does not exist.
+      ValueError: If a line other than the last is not a JSON object.
+    """
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No run records at {path}: expected the metrics.jsonl that experiment.run "
+            f"writes into its workdir {str(workdir)!r}."
+        )
+    lines = [
+        (number, line)
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if line.strip()
+    ]
     records = []
-    for line in pathlib.Path(path).read_text().splitlines():
+    for index, (number, line) in enumerate(lines):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            break  # a line cut short by an interruption, necessarily the last one
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif index == len(lines) - 1:
+            break  # truncated by a run killed mid-write
+        else:
+            raise ValueError(
+                f"{path} line {number} is not a JSON object: {line[:80]!r}"
+                f"{'...' if len(line) > 80 else ''}."
+            )
     return records
 
 
@@ -41,7 +77,7 @@ class MetricsWriter:
         self._path = workdir / "metrics.jsonl"
         purge_step = None
         if resume_round is not None and self._path.exists():
-            kept = [r for r in read_metrics(self._path) if r["round"] <= resume_round]
+            kept = [r for r in load_metrics(workdir) if r["round"] <= resume_round]
             tmp = self._path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
             os.replace(tmp, self._path)

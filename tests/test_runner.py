@@ -1,7 +1,6 @@
 """Resumable runs, NaN handling, TensorBoard records and config files."""
 
 import json
-import os
 import pathlib
 import re
 import signal
@@ -68,9 +67,7 @@ def test_killed_run_resumes_to_the_same_fingerprint(tmp_path):
     b = json.loads((killed / "summary.json").read_text())
     assert b["resumed_from"] >= 10
     assert a["params_sha256"] == b["params_sha256"]
-    assert records.read_metrics(straight / "metrics.jsonl") == records.read_metrics(
-        killed / "metrics.jsonl"
-    )
+    assert records.load_metrics(straight) == records.load_metrics(killed)
 
 
 def test_resume_refuses_a_different_config(tmp_path):
@@ -94,14 +91,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     ckpt = checkpoints.Checkpointer(tmp_path / "checkpoints", keep=2)
     last = ckpt.latest_round()
     assert last == bad_round - 1
-    dataset = data.make_federated_dataset("digits", 6, seed=0, test_examples_per_client=20)
-    model = models.make_model("mlp", dataset.num_classes)
-    like_params = models.init_params(model, dataset.input_shape, jax.random.key(0))
-    like = experiment._checkpoint_tree(
-        experiment.registry.build_algorithm(config, lambda p, b: 0.0).init(like_params),
-        jax.random.key(0),
-        0,
-    )
+    exp = experiment.build(config)
+    like = experiment._checkpoint_tree(exp.initial_state, exp.root, 0)
     restored = ckpt.restore(last, like)
     ckpt.close()
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored["state"].params))
@@ -120,7 +111,7 @@ def test_tensorboard_events_are_written(tmp_path):
 def test_truncated_metrics_line_is_skipped(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"round": 1, "x": 1.0}\n{"round": 2, "x": 2.0}\n{"round": 3, "x"')
-    assert [r["round"] for r in records.read_metrics(path)] == [1, 2]
+    assert [r["round"] for r in records.load_metrics(tmp_path)] == [1, 2]
 
 
 CONFIG_FILES = [
@@ -154,3 +145,21 @@ def test_config_file_errors(tmp_path):
         config_lib.load_config_file(bad)
     with pytest.raises(FileNotFoundError, match="No config file"):
         config_lib.load_config_file(tmp_path / "missing.py")
+
+
+def test_checkpoints_can_be_switched_off(tmp_path):
+    experiment.run(small_config(rounds=3, checkpoint_every=0), tmp_path)
+    assert not list((tmp_path / "checkpoints").glob("*"))
+    with pytest.raises(ValueError, match="checkpoint_every >= 0"):
+        experiment.run(small_config(checkpoint_every=-1), tmp_path / "other")
+
+
+def test_build_gives_a_steppable_experiment():
+    exp = experiment.build(small_config(rounds=2))
+    state, metrics = exp.train_round(exp.initial_state, 0)
+    assert int(state.round) == 1 and np.isfinite(float(metrics["train_loss"]))
+    evaluated = exp.evaluate(state)
+    assert 0.0 <= evaluated["test_accuracy"] <= 1.0
+    assert exp.topology.name == "ring"
+    logits = exp.apply_fn(jax.tree.map(lambda x: x[0], state.params), exp.dataset.test.x[0])
+    assert logits.shape == (exp.dataset.test.x.shape[1], 10)

@@ -96,3 +96,12 @@ def test_sam_requires_loss_fn_and_valid_rho():
         opt.update(params, opt.init(params), params)
     with pytest.raises(ValueError, match="rho >= 0, got -1"):
         transforms.sam(-1.0)
+
+
+def test_mask_errors_name_the_problem():
+    params, *_ = setup()
+    g = {k: np.ones_like(v) for k, v in params.items()}
+    with pytest.raises(ValueError, match="structure of the parameters"):
+        transforms.sam_perturbation(g, params, 0.5, mask={"w": True})
+    with pytest.raises(ValueError, match="Python booleans"):
+        transforms.sam_perturbation(g, params, 0.5, mask={"w": True, "b": np.array(False)})

@@ -45,7 +45,18 @@ MaskOrFn = Any | Callable[[Any], Any]
 def _resolve_mask(mask: MaskOrFn | None, params: Any) -> Any:
     if mask is None:
         return jax.tree.map(lambda _: True, params)
-    return mask(params) if callable(mask) else mask
+    mask = mask(params) if callable(mask) else mask
+    if jax.tree.structure(mask) != jax.tree.structure(params):
+        raise ValueError(
+            "The SAM mask must have the structure of the parameters, got "
+            f"{jax.tree.structure(mask)} for parameters {jax.tree.structure(params)}."
+        )
+    for leaf in jax.tree.leaves(mask):
+        if not isinstance(leaf, bool):
+            raise ValueError(
+                f"The SAM mask must hold Python booleans (a static choice of leaves), got {leaf!r}."
+            )
+    return mask
 
 
 def _global_norm(tree: Any) -> jax.Array:
