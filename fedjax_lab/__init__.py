@@ -17,6 +17,7 @@ from fedjax_lab import checkpoints
 from fedjax_lab import clients
 from fedjax_lab import config
 from fedjax_lab import data
+from fedjax_lab import execution
 from fedjax_lab import experiment
 from fedjax_lab import gossip
 from fedjax_lab import local
@@ -36,6 +37,7 @@ __all__ = (
     "clients",
     "config",
     "data",
+    "execution",
     "experiment",
     "gossip",
     "local",

@@ -55,8 +55,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.clients_per_round = 10  # server-based algorithms: m of N each round
     c.server_learning_rate = 1.0
     # Execution.
-    c.strategy = "vmap"  # "vmap", "chunked" or "sequential"
+    c.strategy = (
+        "auto"  # "auto" (per backend, within the memory budget), "vmap", "chunked", "sequential"
+    )
     c.chunk_size = 0  # clients per chunk for "chunked"
+    c.memory_budget_gb = 0.0  # for "auto"; 0 = 80% of the device's (or host's) memory
     c.unroll = 1  # lax.scan unroll of the local steps
     c.eval_every = 10  # rounds between evaluations (the last round always)
     c.progress = True  # show a progress bar

@@ -38,7 +38,10 @@ import numpy as np
 import tqdm
 
 from fedjax_lab import checkpoints
+from fedjax_lab import clients
+from fedjax_lab import config as config_lib
 from fedjax_lab import data as data_lib
+from fedjax_lab import execution
 from fedjax_lab import gossip as gossip_lib
 from fedjax_lab import metrics as metrics_lib
 from fedjax_lab import models
@@ -78,6 +81,13 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
             raise ValueError(f"Expected config.{key} >= 1, got {c[key]!r}.")
     if not c.learning_rate > 0:
         raise ValueError(f"Expected config.learning_rate > 0, got {c.learning_rate!r}.")
+    if c.strategy != "auto":
+        clients.validate_strategy(c.strategy, c.chunk_size or None)
+    if c.memory_budget_gb < 0:
+        raise ValueError(
+            f"Expected config.memory_budget_gb >= 0 (0 = 80% of the device), "
+            f"got {c.memory_budget_gb}."
+        )
     if c.gossip not in GOSSIP_MODES:
         raise ValueError(f"Unknown config.gossip {c.gossip!r}; expected one of {GOSSIP_MODES}.")
     if c.checkpoint_every < 0:
@@ -189,6 +199,7 @@ class Experiment:
       model: the flax module; ``apply_fn(params, x)`` gives logits.
       algorithm: the federated algorithm.
       topology: the topology of a decentralized algorithm, else None.
+      execution: how clients are executed (``config.strategy``, or what "auto" chose).
       root: the root PRNG key (from ``config.seed``); round t uses ``fold_in(root, t)``.
       initial_state: the algorithm state before the first round.
       model_bytes: bytes of one model, for communication accounting.
@@ -199,6 +210,7 @@ class Experiment:
     model: Any
     algorithm: base.Algorithm
     topology: topology_lib.Topology | None
+    execution: execution.ExecutionPlan
     root: jax.Array
     initial_state: Any
     model_bytes: int
@@ -238,22 +250,45 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     )
     model = models.make_model(c.model, dataset.num_classes)
     apply_fn = lambda params, x: model.apply({"params": params}, x)
-    algorithm = registry.build_algorithm(c, objectives.cross_entropy_loss(apply_fn))
-    mixing = _Mixing(c) if algorithm.decentralized else None
+    loss_fn = objectives.cross_entropy_loss(apply_fn)
+
+    def algorithm_with(strategy: str, chunk_size: int | None) -> base.Algorithm:
+        resolved = config_lib.update(c, strategy=strategy, chunk_size=chunk_size or 0)
+        return registry.build_algorithm(resolved, loss_fn)
+
+    mixing = _Mixing(c) if algorithm_with("vmap", None).decentralized else None
+    mixing_at = mixing if mixing else (lambda round_index: None)
     root = jax.random.key(c.seed)
     params = models.init_params(model, dataset.input_shape, jax.random.fold_in(root, INIT_STREAM))
 
-    @jax.jit
-    def train_round(state, mixing, train_data, round_index):
-        key = jax.random.fold_in(root, round_index)
-        batches = data_lib.sample_batches(
-            train_data,
-            algorithm.cohort(key),
-            jax.random.fold_in(key, DATA_STREAM),
-            c.local_steps,
-            c.batch_size,
-        )
-        return algorithm.round(state, mixing, batches, key)
+    def train_round_of(algorithm: base.Algorithm):
+        def train_round(state, mixing, train_data, round_index):
+            key = jax.random.fold_in(root, round_index)
+            batches = data_lib.sample_batches(
+                train_data,
+                algorithm.cohort(key),
+                jax.random.fold_in(key, DATA_STREAM),
+                c.local_steps,
+                c.batch_size,
+            )
+            return algorithm.round(state, mixing, batches, key)
+
+        return train_round
+
+    round_args = (
+        algorithm_with("vmap", None).init(params),
+        mixing_at(0),
+        dataset.train,
+        jnp.int32(0),
+    )
+    round_for = lambda strategy, chunk: train_round_of(algorithm_with(strategy, chunk))
+    if c.strategy == "auto":
+        budget = int(c.memory_budget_gb * 2**30) or execution.default_memory_budget()
+        train_round, plan = execution.compile_round(round_for, round_args, c.num_clients, budget)
+    else:
+        plan = execution.ExecutionPlan(c.strategy, c.chunk_size or None)
+        train_round = jax.jit(round_for(plan.strategy, plan.chunk_size))
+    algorithm = algorithm_with(plan.strategy, plan.chunk_size)
 
     @jax.jit
     def evaluate(state, test_data):
@@ -261,8 +296,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
             apply_fn,
             algorithm.client_params(state),
             test_data,
-            strategy=c.strategy,
-            chunk_size=c.chunk_size or None,
+            strategy=plan.strategy,
+            chunk_size=plan.chunk_size,
         )
 
     return Experiment(
@@ -271,10 +306,11 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         model=model,
         algorithm=algorithm,
         topology=mixing.topology if mixing else None,
+        execution=plan,
         root=root,
         initial_state=algorithm.init(params),
         model_bytes=base.model_bytes(params),
-        _mixing=mixing if mixing else (lambda round_index: None),
+        _mixing=mixing_at,
         _train_round=train_round,
         _evaluate=evaluate,
     )
