@@ -26,6 +26,7 @@ from fedjax_lab import models
 from fedjax_lab import objectives
 from fedjax_lab import plotting
 from fedjax_lab import records
+from fedjax_lab import sharding
 from fedjax_lab import topology
 from fedjax_lab import transforms
 
@@ -46,6 +47,7 @@ __all__ = (
     "objectives",
     "plotting",
     "records",
+    "sharding",
     "topology",
     "transforms",
 )

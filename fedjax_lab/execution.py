@@ -76,6 +76,7 @@ def compile_round(
     num_clients: int,
     budget_bytes: int,
     backend: str | None = None,
+    jit_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Any, ExecutionPlan]:
     """Compiles the round with the backend's preferred chunk, shrunk to fit the budget.
 
@@ -85,6 +86,7 @@ def compile_round(
       num_clients: N.
       budget_bytes: the memory one round may use.
       backend: defaults to ``jax.default_backend()``.
+      jit_kwargs: passed to ``jax.jit`` (input and output shardings, say).
 
     Returns:
       ``(compiled round, plan)``.
@@ -97,7 +99,7 @@ def compile_round(
 
     def compile_chunk(chunk: int):
         strategy = _strategy(chunk, num_clients)
-        compiled = jax.jit(round_for(*strategy)).lower(*args).compile()
+        compiled = jax.jit(round_for(*strategy), **(jit_kwargs or {})).lower(*args).compile()
         return compiled, ExecutionPlan(*strategy, compiled_bytes(compiled), budget_bytes)
 
     compiled, plan = compile_chunk(chunk)

@@ -47,6 +47,7 @@ from fedjax_lab import metrics as metrics_lib
 from fedjax_lab import models
 from fedjax_lab import objectives
 from fedjax_lab import records
+from fedjax_lab import sharding
 from fedjax_lab import topology as topology_lib
 from fedjax_lab.algorithms import base
 from fedjax_lab.algorithms import registry
@@ -256,38 +257,60 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         resolved = config_lib.update(c, strategy=strategy, chunk_size=chunk_size or 0)
         return registry.build_algorithm(resolved, loss_fn)
 
-    mixing = _Mixing(c) if algorithm_with("vmap", None).decentralized else None
+    probe = algorithm_with("vmap", None)
+    mixing = _Mixing(c) if probe.decentralized else None
     mixing_at = mixing if mixing else (lambda round_index: None)
     root = jax.random.key(c.seed)
     params = models.init_params(model, dataset.input_shape, jax.random.fold_in(root, INIT_STREAM))
+    initial_state = probe.init(params)
+    mesh, jit_kwargs = None, {}
+    if c.shard_clients:
+        mesh = sharding.client_mesh()
+        dataset = dataset._replace(
+            train=sharding.shard_clients(dataset.train, mesh),
+            test=sharding.shard_clients(dataset.test, mesh),
+        )
+        initial_state = sharding.shard_clients(initial_state, mesh, c.num_clients)
+        state_layout = sharding.client_shardings(initial_state, mesh, c.num_clients)
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        jit_kwargs = dict(
+            in_shardings=(
+                state_layout,
+                replicated,
+                sharding.client_shardings(dataset.train, mesh),
+                replicated,
+            ),
+            out_shardings=(state_layout, replicated),
+        )
 
     def train_round_of(algorithm: base.Algorithm):
+        everyone = algorithm.cohort_size == c.num_clients
+
         def train_round(state, mixing, train_data, round_index):
             key = jax.random.fold_in(root, round_index)
             batches = data_lib.sample_batches(
                 train_data,
-                algorithm.cohort(key),
+                None if everyone else algorithm.cohort(key),
                 jax.random.fold_in(key, DATA_STREAM),
                 c.local_steps,
                 c.batch_size,
             )
+            if mesh is not None and algorithm.cohort_size % mesh.size == 0:
+                batches = sharding.constrain(batches, mesh, algorithm.cohort_size)
             return algorithm.round(state, mixing, batches, key)
 
         return train_round
 
-    round_args = (
-        algorithm_with("vmap", None).init(params),
-        mixing_at(0),
-        dataset.train,
-        jnp.int32(0),
-    )
+    round_args = (initial_state, mixing_at(0), dataset.train, jnp.int32(0))
     round_for = lambda strategy, chunk: train_round_of(algorithm_with(strategy, chunk))
     if c.strategy == "auto":
         budget = int(c.memory_budget_gb * 2**30) or execution.default_memory_budget()
-        train_round, plan = execution.compile_round(round_for, round_args, c.num_clients, budget)
+        train_round, plan = execution.compile_round(
+            round_for, round_args, c.num_clients, budget, jit_kwargs=jit_kwargs
+        )
     else:
         plan = execution.ExecutionPlan(c.strategy, c.chunk_size or None)
-        train_round = jax.jit(round_for(plan.strategy, plan.chunk_size))
+        train_round = jax.jit(round_for(plan.strategy, plan.chunk_size), **jit_kwargs)
     algorithm = algorithm_with(plan.strategy, plan.chunk_size)
 
     @jax.jit
@@ -308,7 +331,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         topology=mixing.topology if mixing else None,
         execution=plan,
         root=root,
-        initial_state=algorithm.init(params),
+        initial_state=initial_state,
         model_bytes=base.model_bytes(params),
         _mixing=mixing_at,
         _train_round=train_round,

@@ -56,7 +56,7 @@ def stack_clients(xs: list[np.ndarray], ys: list[np.ndarray]) -> ClientArrays:
 
 def sample_batches(
     data: ClientArrays,
-    client_ids: jax.Array,
+    client_ids: jax.Array | None,
     key: jax.Array,
     num_steps: int,
     batch_size: int,
@@ -77,7 +77,9 @@ def sample_batches(
 
     Args:
       data: padded client examples.
-      client_ids: int32 [m] client indices into ``data``.
+      client_ids: int32 [m] client indices into ``data``, or None for every client in
+        order (the same batches as ``arange(N)``, without gathering across the client
+        axis, which matters when ``data`` is sharded over devices).
       key: PRNG key.
       num_steps: number of minibatches per client.
       batch_size: examples per minibatch.
@@ -88,13 +90,16 @@ def sample_batches(
     """
     max_len = data.y.shape[1]
 
-    def one_client(c):
-        n = data.num_examples[c]
+    def one_client(x, y, n, c):
         u = jax.random.uniform(jax.random.fold_in(key, c), (num_steps, max_len + batch_size))
         idx = jnp.minimum(jnp.floor(u[:, max_len:] * n).astype(jnp.int32), n - 1)
         if batch_size <= max_len:  # otherwise n <= max_len < batch_size always
             scores = jnp.where(jnp.arange(max_len) < n, u[:, :max_len], -1.0)
             idx = jnp.where(n >= batch_size, jax.lax.top_k(scores, batch_size)[1], idx)
-        return {"x": data.x[c][idx], "y": data.y[c][idx]}
+        return {"x": x[idx], "y": y[idx]}
 
-    return jax.vmap(one_client)(jnp.asarray(client_ids, dtype=jnp.int32))
+    if client_ids is None:  # every client, row by row: no gather across the client axis
+        ids = jnp.arange(data.y.shape[0], dtype=jnp.int32)
+        return jax.vmap(one_client)(data.x, data.y, data.num_examples, ids)
+    ids = jnp.asarray(client_ids, dtype=jnp.int32)
+    return jax.vmap(lambda c: one_client(data.x[c], data.y[c], data.num_examples[c], c))(ids)
