@@ -30,6 +30,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from fedjax_lab import clients
+from fedjax_lab import local
+
 # Independent random streams derived from a round key.
 COHORT_STREAM = 0
 TRAIN_STREAM = 1
@@ -80,6 +83,43 @@ def check_learning_rate_decay(value: float) -> float:
 def round_step_scale(round_index: jax.Array, lr_decay: float) -> jax.Array:
     """The round-level step multiplier ``lr_decay ** round``."""
     return jnp.asarray(lr_decay, jnp.float32) ** round_index.astype(jnp.float32)
+
+
+def cohort_training(
+    loss_fn: local.LossFn,
+    optimizer: Any,
+    *,
+    lr_decay: float,
+    strategy: str,
+    chunk_size: int | None,
+    unroll: int | bool,
+) -> Callable[..., local.LocalResult]:
+    """Validates the local-training settings and returns the cohort's local training.
+
+    The returned ``train(params, batches, keys, round_index, *, shared_start=False)`` runs
+    :func:`fedjax_lab.local.local_train` for every client of a cohort, mapped with the
+    client strategy, with the round's step multiplier ``lr_decay ** round_index``.
+    ``params`` is stacked over the cohort, or one model every client starts from
+    (``shared_start=True``, the server-based algorithms). Returns the stacked
+    :class:`~fedjax_lab.local.LocalResult`.
+    """
+    lr_decay = check_learning_rate_decay(lr_decay)
+    clients.validate_strategy(strategy, chunk_size)
+
+    def train(params, batches, keys, round_index, *, shared_start=False):
+        scale = round_step_scale(round_index, lr_decay)
+
+        def one(start, batches_i, key_i):
+            return local.local_train(
+                optimizer, loss_fn, start, batches_i, key_i, step_scale=scale, unroll=unroll
+            )
+
+        mapped = {"strategy": strategy, "chunk_size": chunk_size}
+        if shared_start:
+            return clients.map_clients(lambda b, k: one(params, b, k), batches, keys, **mapped)
+        return clients.map_clients(one, params, batches, keys, **mapped)
+
+    return train
 
 
 def check_batches(batches: Any, cohort_size: int) -> None:

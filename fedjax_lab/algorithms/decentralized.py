@@ -107,8 +107,14 @@ def decentralized(
     gossip_steps = base.check_positive_int("gossip_steps", gossip_steps)
     if order not in ORDERS:
         raise ValueError(f"Unknown order {order!r}; expected one of {ORDERS}.")
-    lr_decay = base.check_learning_rate_decay(lr_decay)
-    clients.validate_strategy(strategy, chunk_size)
+    train = base.cohort_training(
+        loss_fn,
+        local_optimizer,
+        lr_decay=lr_decay,
+        strategy=strategy,
+        chunk_size=chunk_size,
+        unroll=unroll,
+    )
 
     def init(params):
         return DecentralizedState(
@@ -123,25 +129,10 @@ def decentralized(
         _check_mixing(mixing, num_clients, name)
         base.check_batches(batches, num_clients)
         keys = clients.client_keys(jax.random.fold_in(key, base.TRAIN_STREAM), cohort(key))
-        scale = base.round_step_scale(state.round, lr_decay)
-
-        def client_update(params_i, batches_i, key_i):
-            return local.local_train(
-                local_optimizer,
-                loss_fn,
-                params_i,
-                batches_i,
-                key_i,
-                step_scale=scale,
-                unroll=unroll,
-            )
-
         params = state.params
         if order == "gossip_then_train":
             params = gossip_lib.gossip(mixing, params, steps=gossip_steps)
-        result = clients.map_clients(
-            client_update, params, batches, keys, strategy=strategy, chunk_size=chunk_size
-        )
+        result = train(params, batches, keys, state.round)
         params = result.params
         if order == "train_then_gossip":
             params = gossip_lib.gossip(mixing, params, steps=gossip_steps)

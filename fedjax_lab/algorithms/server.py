@@ -77,8 +77,14 @@ def fedavg(
         raise ValueError(f"Expected clients_per_round <= num_clients={num_clients}, got {m}.")
     if not server_learning_rate > 0:
         raise ValueError(f"Expected server_learning_rate > 0, got {server_learning_rate!r}.")
-    lr_decay = base.check_learning_rate_decay(lr_decay)
-    clients.validate_strategy(strategy, chunk_size)
+    train = base.cohort_training(
+        loss_fn,
+        local_optimizer,
+        lr_decay=lr_decay,
+        strategy=strategy,
+        chunk_size=chunk_size,
+        unroll=unroll,
+    )
 
     def init(params):
         return ServerState(params=params, round=jnp.zeros((), jnp.int32))
@@ -95,22 +101,7 @@ def fedavg(
         base.check_batches(batches, m)
         ids = cohort(key)
         keys = clients.client_keys(jax.random.fold_in(key, base.TRAIN_STREAM), ids)
-        scale = base.round_step_scale(state.round, lr_decay)
-
-        def client_update(batches_i, key_i):
-            return local.local_train(
-                local_optimizer,
-                loss_fn,
-                state.params,
-                batches_i,
-                key_i,
-                step_scale=scale,
-                unroll=unroll,
-            )
-
-        result = clients.map_clients(
-            client_update, batches, keys, strategy=strategy, chunk_size=chunk_size
-        )
+        result = train(state.params, batches, keys, state.round, shared_start=True)
         mean_delta = jax.tree.map(lambda y, x: jnp.mean(y, axis=0) - x, result.params, state.params)
         params = jax.tree.map(lambda x, d: x + server_learning_rate * d, state.params, mean_delta)
         metrics = {
