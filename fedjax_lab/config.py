@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.rounds = 200
     c.seed = 0  # model init, client sampling, batches
     # Data.
-    c.data_seed = 0  # the partition and test splits have their own seed
+    c.data_seed = 0  # own seed of the partition, test splits and random topologies
     c.partition = ""  # "" = the dataset's own default (dirichlet for digits)
     c.alpha = 0.3  # Dirichlet concentration of the label skew
     c.classes_per_client = 2  # pathological partition
