@@ -2,6 +2,11 @@
 
 Every model maps a float32 batch to ``[B, num_classes]`` logits, has no mutable
 state (only a ``params`` collection) and names its last Dense layer ``head``.
+
+The CNNs take ``conv="auto" | "flax" | "custom"``: ``"custom"`` builds their convolutions
+and poolings from :mod:`fedjax_lab.models.conv` (gradients XLA:CPU runs fast inside
+``lax.scan``/``lax.map`` and under ``vmap``), ``"auto"`` picks it on the CPU backend and
+``flax.linen`` layers elsewhere. Parameters are the same either way.
 """
 
 from __future__ import annotations
@@ -16,19 +21,25 @@ import jax.numpy as jnp
 
 from fedjax_lab.models.cnn import EmnistCNN
 from fedjax_lab.models.cnn import FedAvgCNN
+from fedjax_lab.models.conv import Conv
+from fedjax_lab.models.conv import conv2d
+from fedjax_lab.models.conv import max_pool
 from fedjax_lab.models.mlp import MLP
 from fedjax_lab.models.resnet import ResNet18
 from fedjax_lab.models.vgg import VGG11
 
 __all__ = [
+    "Conv",
     "EmnistCNN",
     "FedAvgCNN",
     "MLP",
     "ResNet18",
     "VGG11",
     "available_models",
+    "conv2d",
     "init_params",
     "make_model",
+    "max_pool",
 ]
 
 _REGISTRY: dict[str, type[nn.Module]] = {
@@ -49,8 +60,8 @@ def make_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Builds the model registered as ``name`` with ``num_classes`` outputs.
 
     ``kwargs`` are the model's other fields (``hidden_sizes`` for ``"mlp"``,
-    ``num_groups`` for ``"resnet18"``/``"vgg11"``). Raises ValueError for an
-    unknown name and TypeError for a keyword the model does not accept.
+    ``num_groups`` for ``"resnet18"``/``"vgg11"``, ``conv`` for the two CNNs). Raises
+    ValueError for an unknown name and TypeError for a keyword the model does not accept.
     """
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
