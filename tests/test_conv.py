@@ -81,12 +81,16 @@ def test_conv2d_grad_of_scalar_loss_matches_autodiff():
         _assert_close(a, w)
 
 
+@pytest.mark.parametrize("loop", [True, False])
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 @pytest.mark.parametrize("x_shape,k_shape", [CASES[1], CASES[4]])
-def test_conv2d_under_vmap_with_per_client_kernels(x_shape, k_shape, padding):
+def test_conv2d_under_vmap_with_per_client_kernels(x_shape, k_shape, padding, loop):
     n = 3
     x = _random((n, *x_shape), 5)
     kernel = _random((n, *k_shape), 6)
+
+    def ours(x, kernel, padding):
+        return conv.conv2d(x, kernel, padding, loop_under_vmap=loop)
 
     def loss(conv_fn, x, kernel):
         return jnp.sum(jnp.sin(conv_fn(x, kernel, padding)))
@@ -95,20 +99,25 @@ def test_conv2d_under_vmap_with_per_client_kernels(x_shape, k_shape, padding):
         return jax.vmap(jax.value_and_grad(lambda a, b: loss(conv_fn, a, b), argnums=(0, 1)))
 
     want = per_client(_reference)(x, kernel)
-    got = jax.jit(per_client(conv.conv2d))(x, kernel)
+    got = jax.jit(per_client(ours))(x, kernel)
     for w, a in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
         _assert_close(a, w)
-    # Also vmap outside grad (grad of a vmapped function), and per-client values directly.
-    outer = jax.grad(lambda k: jnp.sum(jax.vmap(lambda a, b: conv.conv2d(a, b, padding))(x, k)))
+    # Also vmap outside grad (grad of a vmapped function).
+    outer = jax.grad(lambda k: jnp.sum(jax.vmap(lambda a, b: ours(a, b, padding))(x, k)))
     outer_ref = jax.grad(lambda k: jnp.sum(jax.vmap(lambda a, b: _reference(a, b, padding))(x, k)))
     _assert_close(jax.jit(outer)(kernel), outer_ref(kernel))
 
 
-def test_conv2d_vmap_makes_no_grouped_convolution():
+@pytest.mark.parametrize("loop", [True, False])
+def test_conv2d_vmap_grouped_convolution_only_without_loop(loop):
     x, kernel = _random((3, 2, 8, 8, 20), 7), _random((3, 3, 3, 20, 24), 8)
-    fn = jax.jit(jax.vmap(jax.grad(lambda a, b: jnp.sum(conv.conv2d(a, b) ** 2), argnums=1)))
-    hlo = fn.lower(x, kernel).as_text()
-    assert "feature_group_count = 3" not in hlo and "batch_group_count = 3" not in hlo
+
+    def loss(a, b):
+        return jnp.sum(conv.conv2d(a, b, loop_under_vmap=loop) ** 2)
+
+    hlo = jax.jit(jax.vmap(jax.grad(loss, argnums=1))).lower(x, kernel).as_text()
+    grouped = "feature_group_count = 3" in hlo or "batch_group_count = 3" in hlo
+    assert grouped != loop
 
 
 def test_conv2d_under_vmap_with_shared_kernel():

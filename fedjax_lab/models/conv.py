@@ -105,14 +105,16 @@ def _plain_conv(x: jax.Array, kernel: jax.Array, pads, steer: bool) -> jax.Array
 
 
 @functools.cache
-def _forward_conv(pads: tuple[tuple[int, int], ...], steer: bool):
-    """``(x, kernel) -> conv`` with a batching rule that never makes grouped convolutions.
+def _forward_conv(pads: tuple[tuple[int, int], ...], steer: bool, loop_under_vmap: bool):
+    """``(x, kernel) -> conv``, by default with a batching rule that makes no grouped convs.
 
     Under ``jax.vmap`` JAX would batch a convolution with per-example kernels into one
     grouped convolution, which XLA:CPU runs many times slower than the separate ones.
     This rule instead folds the vmapped axis into the batch when the kernel is shared and
     otherwise loops over it with ``lax.map`` (one ordinary convolution per entry).
     """
+    if not loop_under_vmap:
+        return functools.partial(_plain_conv, pads=pads, steer=steer)
 
     @jax.custom_batching.custom_vmap
     def conv(x, kernel):
@@ -131,9 +133,9 @@ def _forward_conv(pads: tuple[tuple[int, int], ...], steer: bool):
     return conv
 
 
-def _conv(x: jax.Array, kernel: jax.Array, pads, steer: bool = True) -> jax.Array:
+def _conv(x: jax.Array, kernel: jax.Array, pads, loop_under_vmap: bool, steer: bool = True):
     steer = steer and jax.default_backend() == "cpu"
-    return _forward_conv(tuple(tuple(p) for p in pads), steer)(x, kernel)
+    return _forward_conv(tuple(tuple(p) for p in pads), steer, loop_under_vmap)(x, kernel)
 
 
 def _check_shapes(x: jax.Array, kernel: jax.Array) -> None:
@@ -149,7 +151,9 @@ def _check_shapes(x: jax.Array, kernel: jax.Array) -> None:
         )
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "SAME") -> jax.Array:
+def conv2d(
+    x: jax.Array, kernel: jax.Array, padding: str = "SAME", *, loop_under_vmap: bool = True
+) -> jax.Array:
     """Stride-1 NHWC x HWIO convolution with forward-convolution gradients.
 
     Equals ``lax.conv_general_dilated(x, kernel, (1, 1), padding,
@@ -162,25 +166,30 @@ def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "SAME") -> jax.Array:
       x: ``[B, H, W, C_in]``.
       kernel: ``[kh, kw, C_in, C_out]``.
       padding: ``"SAME"`` or ``"VALID"``.
+      loop_under_vmap: under ``jax.vmap`` with per-example kernels, run one convolution per
+        example in a ``lax.map`` loop (fast on XLA:CPU) instead of JAX's grouped convolution.
+        Turn it off when the vmapped axis is sharded over several devices: XLA's SPMD
+        partitioner all-gathers the operands of such a loop, so every device would compute
+        every example.
 
     Returns:
       ``[B, H_out, W_out, C_out]``.
     """
     padding = _check_padding(padding)
     _check_shapes(x, kernel)
-    return _conv2d(x, kernel, padding)
+    return _conv2d(x, kernel, padding, bool(loop_under_vmap))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv2d(x: jax.Array, kernel: jax.Array, padding: str) -> jax.Array:
-    return _conv(x, kernel, conv_pads(padding, kernel.shape[:2]))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv2d(x: jax.Array, kernel: jax.Array, padding: str, loop: bool) -> jax.Array:
+    return _conv(x, kernel, conv_pads(padding, kernel.shape[:2]), loop)
 
 
-def _conv2d_fwd(x, kernel, padding):
-    return _conv2d(x, kernel, padding), (x, kernel)
+def _conv2d_fwd(x, kernel, padding, loop):
+    return _conv2d(x, kernel, padding, loop), (x, kernel)
 
 
-def _conv2d_bwd(padding, residuals, g):
+def _conv2d_bwd(padding, loop, residuals, g):
     x, kernel = residuals
     kh, kw = kernel.shape[:2]
     (lo_h, hi_h), (lo_w, hi_w) = pads = conv_pads(padding, (kh, kw))
@@ -190,12 +199,13 @@ def _conv2d_bwd(padding, residuals, g):
         g,
         flipped,
         ((kh - 1 - lo_h, kh - 1 - hi_h), (kw - 1 - lo_w, kw - 1 - hi_w)),
+        loop,
     )
     # dL/dk: C_in acts as the batch, B as the channels; g is the kernel. (Not steered: its
     # output is only kh x kw, and Eigen is slow on this shape.)
     lhs = jnp.transpose(x, (3, 1, 2, 0))  # [C_in, H, W, B]; the conv pads H and W.
     rhs = jnp.transpose(g, (1, 2, 0, 3))  # [H_out, W_out, B, C_out]
-    grad_k = _conv(lhs, rhs, pads, steer=False)  # [C_in, kh, kw, C_out]
+    grad_k = _conv(lhs, rhs, pads, loop, steer=False)  # [C_in, kh, kw, C_out]
     grad_k = jnp.transpose(grad_k, (1, 2, 0, 3))  # -> HWIO
     return grad_x.astype(x.dtype), grad_k.astype(kernel.dtype)
 
@@ -264,6 +274,7 @@ class Conv(nn.Module):
     ``[features]`` drawn by ``bias_init``, same defaults), hence the same initial values for
     the same PRNG key and the same outputs ``y = conv(x, kernel) + bias`` for the same
     parameters. Inputs with several leading batch axes are flattened to one and restored.
+    ``loop_under_vmap`` is passed to :func:`conv2d`.
     """
 
     features: int
@@ -273,6 +284,7 @@ class Conv(nn.Module):
     kernel_init: Any = nn.linear.default_kernel_init
     bias_init: Any = nn.initializers.zeros_init()
     param_dtype: Any = jnp.float32
+    loop_under_vmap: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -292,7 +304,9 @@ class Conv(nn.Module):
             "kernel", self.kernel_init, kernel_size + (x.shape[-1], self.features), self.param_dtype
         )
         dtype = jnp.result_type(x, kernel)
-        y = conv2d(x.astype(dtype), kernel.astype(dtype), padding)
+        y = conv2d(
+            x.astype(dtype), kernel.astype(dtype), padding, loop_under_vmap=self.loop_under_vmap
+        )
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             y = y + jnp.reshape(bias, (1, 1, 1, -1)).astype(dtype)
