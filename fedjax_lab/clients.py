@@ -10,6 +10,13 @@ axis by :func:`map_clients` with one of three execution strategies:
 * ``"sequential"``: one client at a time (``jax.lax.map``); the least memory.
 
 The strategies compute the same function; they differ only in how XLA schedules it.
+
+Sharded clients: when the call is traced under a mesh with a ``"clients"`` axis
+(``jax.set_mesh(mesh)``, as :func:`fedjax_lab.sharding.sharded_round` and the experiment
+runner do) and ``N`` is divisible by that axis, the mapping runs inside
+``jax.shard_map``: every device applies the strategy to its own ``N / D`` clients. Without
+it, XLA's partitioner cannot split a ``lax.map`` loop over a sharded axis and would
+all-gather the clients, so every device would compute every client.
 Per-client randomness comes from :func:`client_keys`, which folds each client's id into
 the round key, so a client's key never depends on the strategy, the chunking or on which
 other clients take part in a round.
@@ -24,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 STRATEGIES = ("vmap", "chunked", "sequential")
+CLIENT_AXIS = "clients"
 
 
 def validate_strategy(strategy: str, chunk_size: int | None) -> None:
@@ -58,10 +66,53 @@ def map_clients(
       ``fn``'s outputs stacked along a new leading client axis.
     """
     validate_strategy(strategy, chunk_size)
-    if strategy == "vmap":
-        return jax.vmap(fn)(*args)
-    batch_size = int(chunk_size) if strategy == "chunked" else None
-    return jax.lax.map(lambda a: fn(*a), args, batch_size=batch_size)
+
+    def local(fn, *local_args):
+        if strategy == "vmap":
+            return jax.vmap(fn)(*local_args)
+        batch_size = int(chunk_size) if strategy == "chunked" else None
+        return jax.lax.map(lambda a: fn(*a), local_args, batch_size=batch_size)
+
+    mesh = jax.sharding.get_abstract_mesh()
+    devices = client_devices(mesh)
+    if devices > 1 and num_clients(args) % devices == 0:
+        return _map_sharded(local, fn, args, mesh)
+    return local(fn, *args)
+
+
+def _map_sharded(local: Callable[..., Any], fn: Callable[..., Any], args: tuple, mesh: Any):
+    """``local(fn, *args)`` run by every device on its own clients (``jax.shard_map``).
+
+    ``fn`` may close over values that are not split over clients (a global model every
+    client starts from, say); every device reads them whole. Varying-value checks are off
+    (``check_vma=False``): with them on, a gradient taken inside ``fn`` with respect to such
+    a value would be summed over the devices (the transpose of an implicit broadcast),
+    mixing clients. As it is, each client's gradient stays its own (tested against the
+    unsharded map). Differentiating *through* ``map_clients`` from outside with respect to a
+    closed-over value works with ``"vmap"``; JAX 0.10 rejects it with the loop strategies.
+    """
+    spec = jax.sharding.PartitionSpec(CLIENT_AXIS)
+    return jax.shard_map(
+        lambda *local_args: local(fn, *local_args),
+        mesh=mesh,
+        in_specs=spec,
+        out_specs=spec,
+        axis_names={CLIENT_AXIS},
+        check_vma=False,
+    )(*args)
+
+
+def client_devices(mesh: Any) -> int:
+    """How many devices the ``"clients"`` axis of ``mesh`` spans (1 when it has none).
+
+    An axis already made manual (inside ``shard_map``) counts as 1: its clients are local.
+    """
+    if mesh is None or mesh.empty or CLIENT_AXIS not in mesh.axis_names:
+        return 1
+    axis_type = mesh.axis_types[mesh.axis_names.index(CLIENT_AXIS)]
+    if axis_type == jax.sharding.AxisType.Manual:
+        return 1
+    return int(mesh.shape[CLIENT_AXIS])
 
 
 def num_clients(tree: Any) -> int:

@@ -11,9 +11,12 @@ the whole population, with every per-client quantity stacked on a leading client
   global model of a server-based algorithm, round counters, PRNG keys) is replicated:
   ``NamedSharding(mesh, P())``.
 
-The round itself is unchanged and jitted with those input and output shardings; XLA's SPMD
-partitioner splits the per-client work (``vmap`` over clients becomes local to each device)
-and inserts the communication the math needs. Gossip, dense ``einsum("ij,j...", W, x)`` or
+The round itself is unchanged and jitted with those input and output shardings, traced under
+``jax.set_mesh(mesh)``. Under that mesh :func:`fedjax_lab.clients.map_clients` runs the
+per-client work inside ``jax.shard_map``, each device looping over its own ``N / D`` clients
+with the chosen strategy (XLA's partitioner alone would all-gather the clients of a
+``lax.map`` loop and have every device compute all of them); XLA inserts the communication
+the rest of the math needs. Gossip, dense ``einsum("ij,j...", W, x)`` or
 sparse gathers ``x[indices]`` alike, reads other devices' clients: XLA all-gathers every
 client-stacked model leaf (``[N, ...]`` per device) and each device then computes its own
 rows. FedAvg's mean over the cohort becomes a cross-device reduction.
@@ -62,8 +65,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fedjax_lab.algorithms import base
-
-CLIENT_AXIS = "clients"
+from fedjax_lab.clients import CLIENT_AXIS
 
 __all__ = [
     "CLIENT_AXIS",
@@ -77,13 +79,12 @@ __all__ = [
 ]
 
 
-def client_mesh(devices: Any = None, axis_name: str = CLIENT_AXIS) -> Mesh:
-    """A 1-D mesh over ``devices`` whose single axis carries the clients.
+def client_mesh(devices: Any = None) -> Mesh:
+    """A 1-D mesh over ``devices`` whose single axis, ``"clients"``, carries the clients.
 
     Args:
       devices: the devices to use, in mesh order; by default ``jax.devices()``, which in a
         multi-process run are the global devices of every process.
-      axis_name: the mesh axis name (``"clients"``).
 
     Returns:
       A :class:`jax.sharding.Mesh` of shape ``(len(devices),)``.
@@ -91,15 +92,16 @@ def client_mesh(devices: Any = None, axis_name: str = CLIENT_AXIS) -> Mesh:
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("client_mesh needs at least one device, got an empty list.")
-    if not isinstance(axis_name, str) or not axis_name:
-        raise ValueError(f"Expected axis_name to be a non-empty string, got {axis_name!r}.")
-    return Mesh(np.asarray(devices, dtype=object), (axis_name,))
+    return Mesh(np.asarray(devices, dtype=object), (CLIENT_AXIS,))
 
 
 def _axis_name(mesh: Mesh) -> str:
-    if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
-        raise ValueError(f"Expected a 1-D jax.sharding.Mesh (see client_mesh), got {mesh!r}.")
-    return mesh.axis_names[0]
+    if not isinstance(mesh, Mesh) or tuple(mesh.axis_names) != (CLIENT_AXIS,):
+        raise ValueError(
+            f"Expected a 1-D jax.sharding.Mesh with the axis {CLIENT_AXIS!r} (see client_mesh), "
+            f"got {mesh!r}."
+        )
+    return CLIENT_AXIS
 
 
 def _is_key(leaf: Any) -> bool:
@@ -274,9 +276,16 @@ def sharded_round(algorithm: base.Algorithm, mesh: Mesh) -> Callable[..., Any]:
         args = jax.tree.map(_place, (state, mixing, batches, key), shardings)
         signature = jax.tree.structure(args), tuple(jax.tree.leaves(shardings))
         if signature not in compiled:
-            compiled[signature] = jax.jit(
-                algorithm.round, in_shardings=shardings, out_shardings=(shardings[0], replicated)
-            )
+            with jax.set_mesh(mesh):  # map_clients then runs each device's clients locally
+                compiled[signature] = (
+                    jax.jit(
+                        algorithm.round,
+                        in_shardings=shardings,
+                        out_shardings=(shardings[0], replicated),
+                    )
+                    .lower(*args)
+                    .compile()
+                )
         return compiled[signature](*args)
 
     return round_fn
