@@ -212,6 +212,9 @@ def plot_topology(
         detail = f"time-varying, round {round}: spectral gap {_format_gap(gap)}"
         if not topology_lib.is_connected(W):
             detail += ", disconnected this round"
+        if topology.period:
+            detail += f"\nper round over its period of {topology.period} rounds: "
+            detail += _format_gap(topology.spectral_gap())
     else:
         detail = f"spectral gap {_format_gap(topology.spectral_gap())}"
     if topology.stochastic != "doubly":

@@ -70,6 +70,8 @@ class Topology:
       stochastic: What every ``W_t`` satisfies: ``"doubly"``, ``"row"`` or
         ``"column"`` stochastic.
       time_varying: Whether ``W_t`` depends on the round ``t``.
+      period: For a time-varying topology whose sequence repeats, the number of rounds
+        ``P`` with ``W_{t+P} = W_t``; None otherwise (static, or random every round).
     """
 
     name: str
@@ -77,6 +79,7 @@ class Topology:
     stochastic: str
     time_varying: bool
     _matrix_fn: Callable[[int], np.ndarray] = dataclasses.field(repr=False)
+    period: int | None = None
 
     def matrix(self, round: int = 0) -> np.ndarray:  # pylint: disable=redefined-builtin
         """Returns the mixing matrix ``W_t`` of communication round ``t``.
@@ -92,20 +95,32 @@ class Topology:
         return np.array(self._matrix_fn(int(round)), dtype=np.float32)
 
     def spectral_gap(self) -> float:
-        """Returns ``1 - ||W - 11^T/N||_2`` of a static topology (see :func:`spectral_gap`).
+        """Returns the spectral gap of the topology (see :func:`spectral_gap`).
+
+        Static: ``1 - ||W - 11^T/N||_2``. Periodic time-varying: the gap per round over one
+        period, ``1 - ||W_{P-1} ... W_1 W_0 - 11^T/N||_2 ** (1/P)``. A single round of such a
+        topology may be disconnected (gap 0); the product over a period says how fast the
+        sequence mixes: it contracts the distance to the average by ``(1 - gap) ** P``
+        every ``P`` rounds (for doubly stochastic ``W_t``).
 
         Returns:
           The spectral gap as a Python float.
 
         Raises:
-          ValueError: If the topology is time-varying (it has no single ``W``).
+          ValueError: If the topology is time-varying without a period (random rounds).
         """
-        if self.time_varying:
+        if not self.time_varying:
+            return spectral_gap(self._matrix_fn(0))
+        if self.period is None:
             raise ValueError(
-                f"spectral_gap is only defined for static topologies; {self.name!r} is "
-                "time-varying (call spectral_gap(topology.matrix(t)) for a single round)."
+                f"{self.name!r} draws a new graph every round and has no period, so it has no "
+                "single spectral gap; call spectral_gap(topology.matrix(t)) for round t."
             )
-        return spectral_gap(self._matrix_fn(0))
+        product = np.eye(self.num_clients)
+        for t in range(self.period):
+            product = np.asarray(self._matrix_fn(t), dtype=np.float64) @ product
+        contraction = 1.0 - spectral_gap(product)
+        return float(1.0 - max(contraction, 0.0) ** (1.0 / self.period))
 
 
 # --------------------------------------------------------------------------- #
@@ -364,7 +379,7 @@ def one_peer_exponential(n: int) -> Topology:
         W = _circulant(n, (0, 2 ** (t % tau)))
         return validate_mixing_matrix(W, stochastic="doubly", require_connected=False)
 
-    return Topology("one_peer_exponential", n, "doubly", True, matrix_fn)
+    return Topology("one_peer_exponential", n, "doubly", True, matrix_fn, period=tau)
 
 
 def fully_connected(n: int) -> Topology:

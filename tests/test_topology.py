@@ -49,9 +49,25 @@ def test_fully_connected_spectral_gap(n):
     assert topo.fully_connected(n).spectral_gap() == pytest.approx(1.0, abs=1e-10)
 
 
-def test_spectral_gap_of_time_varying_raises():
-    with pytest.raises(ValueError, match="time-varying"):
-        topo.one_peer_exponential(8).spectral_gap()
+@pytest.mark.parametrize("n", [2, 8, 64])
+def test_one_peer_exponential_gap_over_a_period_is_one_for_powers_of_two(n):
+    # tau rounds average exactly: the product is 11^T / N, so the per-round gap is 1.
+    assert topo.one_peer_exponential(n).spectral_gap() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_one_peer_exponential_gap_over_a_period_closed_form():
+    # N = 3, tau = 2: W_1 W_0 = (I + P)(I + P^2) / 4 = I / 4 + J / 4 (P^3 = I, I + P + P^2 = J),
+    # so W_1 W_0 - J / 3 = I / 4 - J / 12 has norm 1/4 and the gap is 1 - (1/4)^(1/2) = 1/2.
+    assert topo.one_peer_exponential(3).spectral_gap() == pytest.approx(0.5, abs=1e-6)
+    # Round 2 of N = 12 (shift 4) is disconnected; the period's gap is still positive.
+    t = topo.one_peer_exponential(12)
+    assert not topo.is_connected(t.matrix(2))
+    assert topo.spectral_gap(t.matrix(2)) < 1e-6 < t.spectral_gap() < 1.0
+
+
+def test_spectral_gap_of_random_time_varying_topology_raises():
+    with pytest.raises(ValueError, match="no period"):
+        topo.random_in_neighbours(12, 3, seed=1).spectral_gap()
 
 
 def test_spectral_gap_function_on_identity_is_zero():
