@@ -10,6 +10,7 @@ import sys
 
 from fedjax_lab import config as config_lib
 from fedjax_lab import data
+from fedjax_lab import execution
 from fedjax_lab import experiment
 from fedjax_lab import models
 from fedjax_lab import topology
@@ -58,7 +59,32 @@ def _base_config(args: argparse.Namespace):
     return config_lib.get_config()
 
 
+def _start_jax(args: argparse.Namespace) -> None:
+    """Devices and processes, which JAX fixes when it starts: so before anything else."""
+    import jax
+
+    # main() called inside a running program keeps that program's devices, unless
+    # --cpu-devices asks for a count (use_cpu_cores then says why it cannot be had).
+    if args.cpu_devices is not None or not execution.backends_started():
+        execution.use_cpu_cores(args.cpu_devices)
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if any(v is not None for v in given):
+        if any(v is None for v in given):
+            raise ValueError(
+                "A multi-process run needs all of --coordinator, --num-processes and "
+                f"--process-id; got {args.coordinator!r}, {args.num_processes!r} and "
+                f"{args.process_id!r}."
+            )
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
+    _start_jax(args)
     flags = {
         _FLAG_TO_KEY.get(f, f): getattr(args, f) for f in _FLAG_KEYS if getattr(args, f) is not None
     }
@@ -126,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--overwrite", action="store_true", help="replace a run already recorded in --workdir"
     )
+    run.add_argument(
+        "--cpu-devices",
+        type=int,
+        help="CPU devices for JAX to create (default: one per core; see XLA_FLAGS)",
+    )
+    run.add_argument(
+        "--coordinator", help="multi-process run: HOST:PORT of process 0 (jax.distributed)"
+    )
+    run.add_argument("--num-processes", type=int, help="multi-process run: how many processes")
+    run.add_argument("--process-id", type=int, help="multi-process run: this process, 0-based")
     run.set_defaults(func=_run)
 
     plot = commands.add_parser(

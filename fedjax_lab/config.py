@@ -59,7 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
         "auto"  # "auto" (per backend, within the memory budget), "vmap", "chunked", "sequential"
     )
     c.chunk_size = 0  # clients per chunk for "chunked"
-    c.shard_clients = False  # split the client axis over all devices (jax.devices())
+    # Split the client axis over all devices (jax.devices()): "yes", "no", or "auto" (when
+    # there are several devices and the cohort divides evenly between them).
+    c.shard_clients = "auto"
     c.memory_budget_gb = 0.0  # for "auto"; 0 = 80% of the device's (or host's) memory
     c.unroll = 1  # lax.scan unroll of the local steps
     c.eval_every = 10  # rounds between evaluations (the last round always)

@@ -22,6 +22,7 @@ the uninterrupted run would have, and ends with the same parameter fingerprint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 
 from fedjax_lab import checkpoints
 from fedjax_lab import clients
@@ -55,6 +57,7 @@ from fedjax_lab.algorithms import registry
 DATA_STREAM = 2  # beside base.COHORT_STREAM and base.TRAIN_STREAM
 INIT_STREAM = 3
 GOSSIP_MODES = ("auto", "dense", "sparse")
+SHARD_MODES = ("auto", "yes", "no")
 
 
 def params_fingerprint(tree: Any) -> str:
@@ -84,6 +87,10 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"Expected config.learning_rate > 0, got {c.learning_rate!r}.")
     if c.strategy != "auto":
         clients.validate_strategy(c.strategy, c.chunk_size or None)
+    if c.shard_clients not in SHARD_MODES:
+        raise ValueError(
+            f"Unknown config.shard_clients {c.shard_clients!r}; expected one of {SHARD_MODES}."
+        )
     if c.memory_budget_gb < 0:
         raise ValueError(
             f"Expected config.memory_budget_gb >= 0 (0 = 80% of the device), "
@@ -168,12 +175,29 @@ def _prepare_workdir(
             f"{path} already holds a run ({', '.join(existing)}); resume it, choose another "
             "workdir, or overwrite it (--resume, --workdir, --overwrite)."
         )
-    for name in existing:
-        entry = path / name
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    path.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(path / "config.json", config.to_dict())
+    # Every process has checked the workdir before the first one changes it.
+    _sync_processes("fedjax_lab:workdir_checked")
+    if jax.process_index() == 0:
+        for name in existing:
+            entry = path / name
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(path / "config.json", config.to_dict())
+    _sync_processes("fedjax_lab:workdir_ready")
     return path
+
+
+def _sync_processes(name: str) -> None:
+    """Waits for every process of a multi-process run to get here (no-op with one)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def _host_value(x: Any) -> np.ndarray:
+    """A replicated result as NumPy, also when its devices span several processes."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
 
 
 def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
@@ -230,7 +254,20 @@ class Experiment:
 
     def evaluate(self, state: Any) -> dict[str, float]:
         """Mean per-client test accuracy, averaged-model accuracy, consensus distance."""
-        return {k: float(v) for k, v in self._evaluate(state, self.dataset.test).items()}
+        results = self._evaluate(state, self.dataset.test)
+        return {k: float(_host_value(v)) for k, v in results.items()}
+
+
+def _client_mesh(c: ml_collections.ConfigDict, cohort_size: int) -> jax.sharding.Mesh | None:
+    """The mesh to split the clients over, or None (``config.shard_clients``)."""
+    if c.shard_clients == "no":
+        return None
+    devices = jax.device_count()
+    if c.shard_clients == "auto" and (
+        devices == 1 or c.num_clients % devices or cohort_size % devices
+    ):
+        return None
+    return sharding.client_mesh()
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
@@ -263,9 +300,9 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     root = jax.random.key(c.seed)
     params = models.init_params(model, dataset.input_shape, jax.random.fold_in(root, INIT_STREAM))
     initial_state = probe.init(params)
-    mesh, jit_kwargs = None, {}
-    if c.shard_clients:
-        mesh = sharding.client_mesh()
+    mesh = _client_mesh(c, probe.cohort_size)
+    jit_kwargs = {}
+    if mesh is not None:
         dataset = dataset._replace(
             train=sharding.shard_clients(dataset.train, mesh),
             test=sharding.shard_clients(dataset.test, mesh),
@@ -282,6 +319,9 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
             ),
             out_shardings=(state_layout, replicated),
         )
+    devices = mesh.size if mesh is not None else 1
+    # Under the mesh, map_clients runs each device's clients locally (shard_map).
+    in_mesh = (lambda: jax.set_mesh(mesh)) if mesh is not None else contextlib.nullcontext
 
     def train_round_of(algorithm: base.Algorithm):
         everyone = algorithm.cohort_size == c.num_clients
@@ -295,7 +335,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
                 c.local_steps,
                 c.batch_size,
             )
-            if mesh is not None and algorithm.cohort_size % mesh.size == 0:
+            if mesh is not None:
                 batches = sharding.constrain(batches, mesh, algorithm.cohort_size)
             return algorithm.round(state, mixing, batches, key)
 
@@ -303,24 +343,41 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
 
     round_args = (initial_state, mixing_at(0), dataset.train, jnp.int32(0))
     round_for = lambda strategy, chunk: train_round_of(algorithm_with(strategy, chunk))
-    if c.strategy == "auto":
-        budget = int(c.memory_budget_gb * 2**30) or execution.default_memory_budget()
-        train_round, plan = execution.compile_round(
-            round_for, round_args, c.num_clients, budget, jit_kwargs=jit_kwargs
-        )
-    else:
-        plan = execution.ExecutionPlan(c.strategy, c.chunk_size or None)
-        train_round = jax.jit(round_for(plan.strategy, plan.chunk_size), **jit_kwargs)
-    algorithm = algorithm_with(plan.strategy, plan.chunk_size)
-
-    @jax.jit
-    def evaluate(state, test_data):
-        return metrics_lib.evaluate(
-            apply_fn,
-            algorithm.client_params(state),
-            test_data,
-            strategy=plan.strategy,
-            chunk_size=plan.chunk_size,
+    per_device = probe.cohort_size // devices
+    with in_mesh():
+        if c.strategy == "auto":
+            budget = int(c.memory_budget_gb * 2**30) or execution.default_memory_budget()
+            if jax.default_backend() == "cpu":
+                budget //= devices  # CPU devices share the host's memory
+            train_round, plan = execution.compile_round(
+                round_for,
+                round_args,
+                per_device,
+                budget,
+                chunk=execution.preferred_chunk(jax.default_backend(), per_device, params),
+                jit_kwargs=jit_kwargs,
+            )
+        else:
+            plan = execution.ExecutionPlan(c.strategy, c.chunk_size or None)
+            train_round = (
+                jax.jit(round_for(plan.strategy, plan.chunk_size), **jit_kwargs)
+                .lower(*round_args)
+                .compile()
+            )
+        plan = plan._replace(devices=devices)
+        algorithm = algorithm_with(plan.strategy, plan.chunk_size)
+        evaluate = (
+            jax.jit(
+                lambda state, test_data: metrics_lib.evaluate(
+                    apply_fn,
+                    algorithm.client_params(state),
+                    test_data,
+                    strategy=plan.strategy,
+                    chunk_size=plan.chunk_size,
+                )
+            )
+            .lower(initial_state, dataset.test)
+            .compile()
         )
 
     return Experiment(
@@ -357,7 +414,8 @@ def run(
     Returns:
       The summary (also written to ``summary.json``): the final evaluation metrics,
       ``bytes_communicated``, ``rounds``, ``resumed_from`` (0 for a fresh run),
-      ``wall_time_s`` of this invocation and ``params_sha256``.
+      ``wall_time_s`` of this invocation, ``params_sha256``, and how the clients ran:
+      ``devices`` they were split over, ``strategy`` and ``chunk_size`` on each device.
 
     Raises:
       FloatingPointError: when the training loss becomes NaN or infinite; the message names
@@ -376,8 +434,18 @@ def run(
             raise ValueError(f"The checkpoint of round {latest} was written with another seed.")
         state = restored["state"]
         first_round, bytes_sent = latest, int(restored["bytes_communicated"])
-    writer = records.MetricsWriter(path, resume_round=first_round if resume else None)
+    primary = jax.process_index() == 0  # the process that writes records
+    writer = (
+        records.MetricsWriter(path, resume_round=first_round if resume else None)
+        if primary
+        else records.NullWriter()
+    )
     record: dict[str, Any] = {}
+    if c.progress and primary:
+        plan = exp.execution
+        where = f"split over {plan.devices} devices" if plan.devices > 1 else "on one device"
+        how = f"chunks of {plan.chunk_size}" if plan.chunk_size else plan.strategy
+        tqdm.tqdm.write(f"{c.num_clients} clients {where} ({jax.default_backend()}), {how}")
     start = time.perf_counter()
     bar = tqdm.tqdm(
         range(first_round, c.rounds),
@@ -385,12 +453,12 @@ def run(
         total=c.rounds,
         desc=f"{c.algorithm} on {c.dataset}",
         unit="round",
-        disable=not c.progress,
+        disable=not (c.progress and primary),
     )
     try:
         for t in bar:
             state, round_metrics = exp.train_round(state, t)
-            train_loss = float(round_metrics["train_loss"])
+            train_loss = float(_host_value(round_metrics["train_loss"]))
             if not np.isfinite(train_loss):
                 last = checkpointer.latest_round()
                 raise FloatingPointError(
@@ -401,7 +469,7 @@ def run(
                         else "No checkpoint was saved before it."
                     )
                 )
-            bytes_sent += int(round_metrics["models_sent"]) * exp.model_bytes
+            bytes_sent += int(_host_value(round_metrics["models_sent"])) * exp.model_bytes
             done = t + 1
             if done % c.eval_every == 0 or done == c.rounds:
                 evaluated = exp.evaluate(state)
@@ -426,7 +494,11 @@ def run(
         "rounds": c.rounds,
         "resumed_from": first_round,
         "wall_time_s": round(time.perf_counter() - start, 3),
-        "params_sha256": params_fingerprint(state.params),
+        "params_sha256": params_fingerprint(sharding.to_host(state.params)),
+        "devices": exp.execution.devices,
+        "strategy": exp.execution.strategy,
+        "chunk_size": exp.execution.chunk_size,
     }
-    _write_json_atomic(path / "summary.json", summary)
+    if primary:
+        _write_json_atomic(path / "summary.json", summary)
     return summary

@@ -99,3 +99,14 @@ class MetricsWriter:
     def close(self) -> None:
         self._file.close()
         self._tensorboard.close()
+
+
+class NullWriter:
+    """A :class:`MetricsWriter` that writes nothing: the other processes of a multi-process
+    run, where only process 0 keeps the records."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        del record
+
+    def close(self) -> None:
+        pass

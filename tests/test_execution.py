@@ -26,20 +26,39 @@ def round_for(strategy, chunk_size):
 ARGS = (jnp.arange(N * D, dtype=jnp.float32).reshape(N, D) / (N * D),)
 
 
-def test_preferred_chunk_per_backend():
-    _, cpu = execution.compile_round(round_for, ARGS, N, 2**40, backend="cpu")
-    assert (cpu.strategy, cpu.chunk_size) == ("chunked", execution.CPU_CHUNK_SIZE)
-    _, gpu = execution.compile_round(round_for, ARGS, N, 2**40, backend="gpu")
-    assert (gpu.strategy, gpu.chunk_size) == ("vmap", None)
-    _, small = execution.compile_round(round_for, (ARGS[0][:4],), 4, 2**40, backend="cpu")
+def test_preferred_chunk_per_backend_and_model():
+    dense = {"w": jnp.ones((3, 4)), "b": jnp.ones(4)}
+    conv = {"conv": {"kernel": jnp.ones((5, 5, 1, 8))}, "head": dense}
+    assert execution.preferred_chunk("cpu", N, dense) == execution.CPU_CHUNK_SIZE
+    assert execution.preferred_chunk("cpu", N, conv) == 1
+    assert execution.preferred_chunk("cpu", 4, dense) == 4
+    assert execution.preferred_chunk("gpu", N, conv) == N
+    for chunk, want in ((execution.CPU_CHUNK_SIZE, ("chunked", 10)), (1, ("sequential", None))):
+        _, plan = execution.compile_round(round_for, ARGS, N, 2**40, chunk=chunk)
+        assert (plan.strategy, plan.chunk_size) == want
+    _, everyone = execution.compile_round(round_for, ARGS, N, 2**40, chunk=N)
+    assert (everyone.strategy, everyone.chunk_size) == ("vmap", None)
+    _, small = execution.compile_round(round_for, (ARGS[0][:4],), 4, 2**40, chunk=10)
     assert small.strategy == "vmap"
 
 
+def test_use_cpu_cores_refuses_once_jax_has_started(monkeypatch):
+    jnp.zeros(1).block_until_ready()  # backends are up in this process
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    with pytest.raises(RuntimeError, match="before creating any array"):
+        execution.use_cpu_cores()
+    with pytest.raises(ValueError, match="device count >= 1, got 0"):
+        execution.use_cpu_cores(0)
+    # A device count given through XLA_FLAGS is the user's choice and is kept.
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+    assert execution.use_cpu_cores() == -1
+
+
 def test_budget_shrinks_the_chunk_and_results_do_not_change():
-    _, full = execution.compile_round(round_for, ARGS, N, 2**40, backend="gpu")
+    _, full = execution.compile_round(round_for, ARGS, N, 2**40, chunk=N)
     compiled_two = jax.jit(round_for("chunked", 2)).lower(*ARGS).compile()
     budget = (execution.compiled_bytes(compiled_two) + full.round_bytes) // 2
-    compiled, plan = execution.compile_round(round_for, ARGS, N, budget, backend="gpu")
+    compiled, plan = execution.compile_round(round_for, ARGS, N, budget, chunk=N)
     assert plan.strategy == "chunked" and 1 <= plan.chunk_size < N
     assert plan.round_bytes <= budget
     np.testing.assert_allclose(compiled(*ARGS), jax.jit(round_for("vmap", None))(*ARGS), rtol=1e-6)
@@ -47,7 +66,7 @@ def test_budget_shrinks_the_chunk_and_results_do_not_change():
 
 def test_a_budget_below_one_client_is_a_clear_error():
     with pytest.raises(MemoryError, match=r"single client in flight needs [\d,]+ bytes"):
-        execution.compile_round(round_for, ARGS, N, 1000, backend="cpu")
+        execution.compile_round(round_for, ARGS, N, 1000, chunk=10)
 
 
 def test_auto_strategy_gives_the_same_run_as_vmap():

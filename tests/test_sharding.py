@@ -49,7 +49,9 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _run_workers(commands: dict[str, list[str]], log_dir: pathlib.Path) -> None:
+def _run_workers(
+    commands: dict[str, list[str]], log_dir: pathlib.Path, program: tuple[str, ...] = (str(WORKER),)
+) -> None:
     """Runs every worker at once and fails if any fails, hangs or outlives the deadline.
 
     Workers named ``host*`` form one multi-process run: once one of them has exited, the
@@ -62,7 +64,7 @@ def _run_workers(commands: dict[str, list[str]], log_dir: pathlib.Path) -> None:
             for name, args in commands.items():
                 log = stack.enter_context(open(log_dir / f"{name}.log", "w"))
                 procs[name] = subprocess.Popen(
-                    [sys.executable, str(WORKER), *args],
+                    [sys.executable, *program, *args],
                     cwd=REPO,
                     env=_worker_env(),
                     stdout=log,
@@ -253,20 +255,20 @@ for algorithm in ("dfedsam", "fedavg"):
                 batch_size=8, rounds=3, eval_every=3, test_examples_per_client=20,
                 progress=False)
     params = {}
-    for shard in (False, True):
+    for shard in ("no", "yes"):
         exp = experiment.build(config_lib.update(config_lib.get_config(), shard_clients=shard,
                                                  **base))
         state = exp.initial_state
         for t in range(3):
             state, metrics = exp.train_round(state, t)
         params[shard] = jax.tree.leaves(state.params)
-        if shard:
+        if shard == "yes":
             out[algorithm + "_devices"] = len(params[shard][0].sharding.device_set)
             out[algorithm + "_accuracy"] = exp.evaluate(state)["test_accuracy"]
     out[algorithm + "_max_diff"] = max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-        for a, b in zip(params[False], params[True]))
-config = config_lib.update(config_lib.get_config(), shard_clients=True, num_clients=16,
+        for a, b in zip(params["no"], params["yes"]))
+config = config_lib.update(config_lib.get_config(), shard_clients="yes", num_clients=16,
                            local_steps=2, batch_size=8, rounds=4, eval_every=2,
                            checkpoint_every=2, test_examples_per_client=20, progress=False)
 first = experiment.run(config, sys.argv[1])
@@ -352,3 +354,32 @@ def test_map_clients_runs_each_devices_clients_locally():
             # shard_map: no device gathers the other devices' clients, for any strategy.
             assert result["all_gathers"] == 0, (name, result)
             assert result["out_devices"] == 8, (name, result)
+
+
+def test_two_processes_run_one_experiment_from_the_command_line(tmp_path):
+    """``fedjax-lab run`` over two processes (2 CPU devices each) records the same run as one
+    process with 4 devices: same final parameters, same metrics, one set of records."""
+    small = [
+        *("--clients", "8", "--rounds", "4", "--set", "local_steps=2", "--set", "batch_size=8"),
+        *("--set", "eval_every=2", "--set", "checkpoint_every=2"),
+        *("--set", "test_examples_per_client=20", "--set", "progress=False"),
+    ]
+    coordinator = f"127.0.0.1:{_free_port()}"
+    commands = {"single": ["run", *small, "--cpu-devices", "4", "--workdir", str(tmp_path / "one")]}
+    for i in range(2):
+        commands[f"host{i}"] = [
+            *("run", *small, "--cpu-devices", "2", "--workdir", str(tmp_path / "two")),
+            *("--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i)),
+        ]
+    _run_workers(commands, tmp_path, program=("-m", "fedjax_lab.cli"))
+    one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert one["devices"] == two["devices"] == 4
+    assert one["params_sha256"] == two["params_sha256"]
+    assert one["test_accuracy"] == pytest.approx(two["test_accuracy"], abs=1e-6)
+    lines = [(tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("one", "two")]
+    assert len(lines[0]) == len(lines[1]) == 2  # rounds 2 and 4, written once
+    for a, b in zip(*lines):
+        a, b = json.loads(a), json.loads(b)
+        assert a["round"] == b["round"] and a["bytes_communicated"] == b["bytes_communicated"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["2", "4"]
