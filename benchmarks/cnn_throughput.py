@@ -11,14 +11,18 @@ measured).
 Implementations, all timed in the same process and interleaved round by round (so a load
 spike from another process hits all of them alike):
 
-* ``jax-<conv>-<strategy>[-unroll][-noynn]``: one jitted function = ``sample_batches`` for all
-  clients + ``dfedsam(...).round`` with a dense ring mixing matrix. ``conv`` is the
-  ``EmnistCNN(conv=...)`` implementation (``flax``: ``nn.Conv`` and ``nn.max_pool``;
-  ``custom``: :mod:`fedjax_lab.models.conv`), ``strategy`` the client execution (``vmap``,
-  ``sequential``, ``chunked<C>``), ``-unroll`` means ``unroll=True`` for the K local steps and
-  ``-noynn`` compiles the round with the XLA:CPU option that keeps convolutions and dots off
-  YNNPACK. Variants are given as ``conv:strategy:unroll[:noynn]``, e.g. ``custom:chunked4:1``
-  or ``flax:vmap:T:noynn``.
+* ``jax-<conv>-<strategy>[-unroll][-noynn][-d<D>]``: one jitted function =
+  ``sample_batches`` for all clients + ``dfedsam(...).round`` with a dense ring mixing
+  matrix. ``conv`` is the ``EmnistCNN(conv=...)`` implementation (``flax``: ``nn.Conv`` and
+  ``nn.max_pool``; ``custom``: :mod:`fedjax_lab.models.conv`), ``strategy`` the client
+  execution (``vmap``, ``sequential``, ``chunked<C>``), ``-unroll`` means ``unroll=True`` for
+  the K local steps and ``-noynn`` compiles the round with the XLA:CPU option that keeps
+  convolutions and dots off YNNPACK. ``-d<D>`` splits the clients over D devices
+  (:mod:`fedjax_lab.sharding`: state and data split, mixing replicated, batches sampled by a
+  separate jitted function, then ``sharded_round``; not combinable with ``noynn``); without
+  it everything runs on the default device. Variants are given as
+  ``conv:strategy:unroll[:noynn][:dD]`` (``dall``: every device; N must be divisible by D),
+  e.g. ``custom:chunked4:1``, ``flax:vmap:T:noynn`` or ``custom:sequential:T:d2``.
 * ``torch-loop-<T>t``: one ``nn.Sequential`` CNN, ``load_state_dict`` per client from a stored
   per-client state, K SAM steps with an SGD optimizer, state saved back, then ring gossip of
   the per-client flat parameter vectors; ``torch.set_num_threads(T)`` for each T of
@@ -29,21 +33,28 @@ loop, and achieved GFLOP/s of the local steps. FLOPs per example of one forward 
 ``2 * H * W * kh * kw * C_in * C_out`` per convolution (at its output size) plus
 ``2 * d_in * d_out`` per Dense layer; x3 for forward + backward, x2 for the two gradients of a
 SAM step. (The first convolution's input gradient is counted though nobody computes it.)
-The dense fp32 matmul peak (jitted 2048^2) is measured in the same run.
+The dense fp32 matmul peak (jitted 2048^2, on one device) is measured in the same run.
+
+JAX devices: ``--cpu-devices D`` asks JAX for D CPU devices (default: one per usable core,
+``fedjax_lab.execution.use_cpu_cores``) before anything else touches JAX. One CPU device runs
+a round on one core, so the ``dD`` variants are the ones that use several cores. On a GPU or
+TPU machine the accelerators are the devices. Default variants: ``flax:vmap:T``,
+``custom:sequential:T``, ``custom:sequential:T:dall`` and ``custom:sequential:1:dall`` at
+N < ``--large-n``; ``custom:sequential:T`` and ``custom:sequential:T:dall`` at larger N.
 
 Example::
 
   python benchmarks/cnn_throughput.py --clients 20 100 --local-steps 5 --batch-size 32 --rounds 3
+  python benchmarks/cnn_throughput.py --clients 20 --cpu-devices 2 --variants custom:vmap:T:d2
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,14 +62,30 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from throughput import Runner
-from throughput import log
-from throughput import machine_info
-from throughput import median_time
-from throughput import run_interleaved
+from common import (
+    Column,
+    Runner,
+    best_jax_target,
+    check_devices,
+    command_line,
+    device_suffix,
+    is_device_part,
+    log,
+    log_machine,
+    log_table,
+    machine_info,
+    matmul_peak,
+    parse_device_part,
+    ratio_text,
+    torch_loop_runner,
+    result_rows,
+    round_step,
+    run_interleaved,
+    write_result,
+)
 
+from fedjax_lab import execution
 from fedjax_lab.algorithms import dfedsam
-from fedjax_lab.data import sample_batches
 from fedjax_lab.data import stack_clients
 from fedjax_lab.models import EmnistCNN
 from fedjax_lab.objectives import cross_entropy_loss
@@ -71,16 +98,16 @@ HIDDEN = 512
 # YNNPACK (XLA's Eigen kernels run them instead).
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
-# The default run (about 8 minutes on 2 cores): the fastest flax formulation as the baseline
-# and the custom-VJP CNN under vmap and sequential execution at N = 20; the two fastest
-# (sequential, with and without unrolling) at N = 100.
+# The default run: the fastest flax formulation as the baseline and the custom-VJP CNN run
+# sequentially on one device and with the clients split over every device (unrolled or not)
+# at N = 20; the fastest one-device and split variants at N = 100.
 DEFAULT_VARIANTS = (
     "flax:vmap:T",
-    "custom:vmap:T",
-    "custom:sequential:1",
     "custom:sequential:T",
+    "custom:sequential:T:dall",
+    "custom:sequential:1:dall",
 )
-DEFAULT_LARGE_VARIANTS = ("custom:sequential:1", "custom:sequential:T")
+DEFAULT_LARGE_VARIANTS = ("custom:sequential:T", "custom:sequential:T:dall")
 
 
 # --------------------------------------------------------------------------- #
@@ -110,19 +137,6 @@ def num_params(num_classes: int) -> int:
     return convs + flat * HIDDEN + HIDDEN + HIDDEN * num_classes + num_classes
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10, no_ynn: bool = False) -> dict[str, float]:
-    """Achieved fp32 FLOP/s of one jitted ``n x n @ n x n`` matmul (XLA:CPU).
-
-    With ``no_ynn`` the matmul is compiled without YNNPACK (XLA's Eigen kernel instead).
-    """
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    f = jax.jit(jnp.matmul, compiler_options=NO_YNN if no_ynn else None)
-    jax.block_until_ready(f(a, b))
-    seconds = median_time(lambda: jax.block_until_ready(f(a, b)), repeats)
-    return {"n": n, "seconds": seconds, "gflops": 2 * n**3 / seconds / 1e9}
-
-
 # --------------------------------------------------------------------------- #
 # Data.
 # --------------------------------------------------------------------------- #
@@ -141,17 +155,34 @@ def random_clients(n: int, examples: int, num_classes: int, seed: int):
 # --------------------------------------------------------------------------- #
 
 
-def parse_variant(spec: str) -> tuple[str, str, int | None, bool, bool]:
-    """``conv:strategy:unroll[:noynn]`` -> (conv, strategy, chunk_size, unroll, no_ynn)."""
+class Variant(NamedTuple):
+    """A parsed JAX variant; ``devices`` None means every device (``dall``)."""
+
+    conv: str
+    strategy: str
+    chunk: int | None
+    unroll: bool
+    no_ynn: bool
+    devices: int | None
+
+
+def parse_variant(spec: str) -> Variant:
+    """``conv:strategy:unroll[:noynn][:dD]`` -> :class:`Variant`; ValueError if malformed."""
     parts = spec.split(":")
-    no_ynn = len(parts) == 4 and parts[3] == "noynn"
-    if no_ynn:
-        parts = parts[:3]
-    if len(parts) != 3:
+    extra = parts[3:]
+    no_ynn = "noynn" in extra
+    device_parts = [p for p in extra if is_device_part(p)]
+    if (
+        len(parts) < 3
+        or len(extra) != no_ynn + len(device_parts)
+        or len(device_parts) > 1
+        or (no_ynn and extra[0] != "noynn")
+    ):
         raise ValueError(
-            f"Bad variant {spec!r}; expected conv:strategy:unroll[:noynn], e.g. custom:vmap:T."
+            f"Bad variant {spec!r}; expected conv:strategy:unroll[:noynn][:dD], e.g. "
+            "custom:vmap:T or custom:sequential:T:d2."
         )
-    conv, strategy, unroll = parts
+    conv, strategy, unroll = parts[:3]
     if conv not in ("flax", "custom"):
         raise ValueError(f"Bad conv {conv!r} in variant {spec!r}; expected flax or custom.")
     chunk = None
@@ -166,22 +197,51 @@ def parse_variant(spec: str) -> tuple[str, str, int | None, bool, bool]:
         )
     if unroll not in ("1", "T"):
         raise ValueError(f"Bad unroll {unroll!r} in variant {spec!r}; expected 1 or T.")
-    return conv, strategy, chunk, unroll == "T", no_ynn
+    devices = parse_device_part(device_parts[0], spec) if device_parts else 1
+    if no_ynn and devices != 1:
+        raise ValueError(
+            f"Variant {spec!r}: noynn (compiler options) cannot be combined with the clients "
+            "split over devices (sharding.sharded_round compiles the round itself)."
+        )
+    return Variant(conv, strategy, chunk, unroll == "T", no_ynn, devices)
 
 
-def variant_name(spec: str) -> str:
-    conv, strategy, chunk, unroll, no_ynn = parse_variant(spec)
-    s = f"chunked{chunk}" if strategy == "chunked" else strategy
-    return f"jax-{conv}-{s}" + ("-unroll" if unroll else "") + ("-noynn" if no_ynn else "")
+def resolve_variants(specs: list[str], clients: list[int], available: int) -> list[Variant]:
+    """The variants of ``specs`` timed at ``clients``, with ``dall`` = ``available`` devices.
+
+    A variant equal to an earlier one (``dall`` on a single device) is dropped.
+
+    Raises:
+      ValueError: a variant asks for more devices than ``available``, or for a device count
+        that does not divide a value of N.
+    """
+    resolved = []
+    for spec in specs:
+        v = parse_variant(spec)
+        v = v._replace(devices=check_devices(v.devices, spec, available, clients))
+        if v in resolved:
+            log(f"variant {spec} is the same as an earlier one on this machine; timed once")
+        else:
+            resolved.append(v)
+    return resolved
 
 
-def make_jax_runner(data, args, n: int, spec: str) -> Runner:
-    conv, strategy, chunk, unroll, no_ynn = parse_variant(spec)
-    model = EmnistCNN(num_classes=args.num_classes, conv=conv)
+def variant_name(v: Variant) -> str:
+    s = f"chunked{v.chunk}" if v.strategy == "chunked" else v.strategy
+    return (
+        f"jax-{v.conv}-{s}"
+        + ("-unroll" if v.unroll else "")
+        + ("-noynn" if v.no_ynn else "")
+        + device_suffix(v.devices)
+    )
+
+
+def make_jax_runner(data, args, n: int, v: Variant) -> Runner:
+    model = EmnistCNN(num_classes=args.num_classes, conv=v.conv)
     params = model.init(jax.random.key(args.seed), jnp.zeros((1, *IMAGE), jnp.float32))
-    kwargs: dict[str, Any] = {"strategy": strategy, "unroll": True if unroll else 1}
-    if chunk is not None:
-        kwargs["chunk_size"] = chunk
+    kwargs: dict[str, Any] = {"strategy": v.strategy, "unroll": True if v.unroll else 1}
+    if v.chunk is not None:
+        kwargs["chunk_size"] = v.chunk
     alg = dfedsam(
         cross_entropy_loss(model.apply),
         learning_rate=args.lr,
@@ -189,35 +249,26 @@ def make_jax_runner(data, args, n: int, spec: str) -> Runner:
         num_clients=n,
         **kwargs,
     )
-    k, b = args.local_steps, args.batch_size
-    root = jax.random.key(args.seed + 1)
-
-    @functools.partial(jax.jit, compiler_options=NO_YNN if no_ynn else None)
-    def round_with_sampling(state, mixing, data):
-        key = jax.random.fold_in(root, state.round)
-        batches = sample_batches(data, alg.cohort(key), jax.random.fold_in(key, 7), k, b)
-        return alg.round(state, mixing, batches, key)
-
-    holder = {"state": alg.init(params)}
-    mixing = jnp.asarray(ring(n).matrix(0))
-
-    def step():
-        state, metrics = round_with_sampling(holder["state"], mixing, data)
-        jax.block_until_ready((state, metrics))
-        holder["state"] = state
-
-    return Runner(variant_name(spec), "jax", step)
+    step = round_step(
+        alg,
+        params,
+        jnp.asarray(ring(n).matrix(0)),
+        data,
+        jax.random.key(args.seed + 1),
+        args.local_steps,
+        args.batch_size,
+        devices=v.devices,
+        compiler_options=NO_YNN if v.no_ynn else None,
+    )
+    return Runner(variant_name(v), "jax", step)
 
 
 def make_torch_runner(data, args, n: int, threads: int) -> Runner:
+    """The PyTorch per-client loop (:func:`common.torch_loop_runner`) on the same CNN."""
     import torch
     from torch import nn
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    k_steps, bsz, rho = args.local_steps, args.batch_size, args.rho
-
+    torch.manual_seed(args.seed)  # the initial model
     (k0, c0, c1), (k1, _, c2) = CONVS
     flat = (IMAGE[0] // 4) * (IMAGE[1] // 4) * c2
     model = nn.Sequential(
@@ -232,64 +283,24 @@ def make_torch_runner(data, args, n: int, threads: int) -> Runner:
         nn.ReLU(),
         nn.Linear(HIDDEN, args.num_classes),
     )
-    params = list(model.parameters())
-    optimizer = torch.optim.SGD(params, lr=args.lr)
-    criterion = nn.CrossEntropyLoss()
-
-    # Per-client data in NCHW and per-client model states (all start from one model).
+    # Per-client data in NCHW, without the padding rows.
     x_all = np.ascontiguousarray(np.asarray(data.x).transpose(0, 1, 4, 2, 3))
     y_all = np.asarray(data.y).astype(np.int64)
     counts = np.asarray(data.num_examples)
     xs = [torch.from_numpy(x_all[i, : counts[i]].copy()) for i in range(n)]
     ys = [torch.from_numpy(y_all[i, : counts[i]].copy()) for i in range(n)]
-    start = {name: v.detach().clone() for name, v in model.state_dict().items()}
-    states = [{name: v.clone() for name, v in start.items()} for _ in range(n)]
-    names = list(start)
-    shapes = [start[name].shape for name in names]
-    numels = [start[name].numel() for name in names]
-
-    def sam_step(xb, yb):
-        optimizer.zero_grad()
-        criterion(model(xb), yb).backward()
-        with torch.no_grad():
-            grad_norm = torch.norm(torch.stack([p.grad.norm(2) for p in params]), 2)
-            scale = rho / (grad_norm + 1e-12)
-            perturbations = []
-            for p in params:
-                e = p.grad * scale
-                p.add_(e)
-                perturbations.append(e)
-        optimizer.zero_grad()
-        criterion(model(xb), yb).backward()
-        with torch.no_grad():
-            for p, e in zip(params, perturbations, strict=True):
-                p.sub_(e)
-        optimizer.step()
-
-    def step():
-        torch.set_num_threads(threads)
-        for i in range(n):
-            model.load_state_dict(states[i])
-            m = xs[i].shape[0]
-            for _ in range(k_steps):
-                if m >= bsz:
-                    idx = torch.randperm(m, generator=gen)[:bsz]
-                else:
-                    idx = torch.randint(m, (bsz,), generator=gen)
-                sam_step(xs[i][idx], ys[i][idx])
-            states[i] = {name: v.detach().clone() for name, v in model.state_dict().items()}
-        with torch.no_grad():  # Ring gossip of the flat per-client parameter vectors.
-            flat_states = torch.stack(
-                [torch.cat([s[nm].reshape(-1) for nm in names]) for s in states]
-            )
-            mixed = (
-                torch.roll(flat_states, 1, 0) + flat_states + torch.roll(flat_states, -1, 0)
-            ) / 3
-            for i in range(n):
-                pieces = torch.split(mixed[i], numels)
-                states[i] = {nm: p.view(s) for nm, p, s in zip(names, pieces, shapes, strict=True)}
-
-    return Runner(f"torch-loop-{threads}t", "torch", step)
+    return torch_loop_runner(
+        f"torch-loop-{threads}t",
+        model,
+        xs,
+        ys,
+        local_steps=args.local_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rho=args.rho,
+        seed=args.seed,
+        threads=threads,
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -311,11 +322,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rho", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="CPU devices JAX creates (default: the usable cores); ignored when XLA_FLAGS "
+        "sets --xla_force_host_platform_device_count",
+    )
+    p.add_argument(
         "--variants",
         nargs="+",
         default=list(DEFAULT_VARIANTS),
-        help="JAX variants as conv:strategy:unroll[:noynn] (conv flax|custom; strategy vmap|"
-        "sequential|chunkedC; unroll 1|T), timed at N < --large-n",
+        help="JAX variants as conv:strategy:unroll[:noynn][:dD] (conv flax|custom; strategy "
+        "vmap|sequential|chunkedC; unroll 1|T; dD: clients split over D devices, dall: every "
+        "device), timed at N < --large-n",
     )
     p.add_argument(
         "--large-n",
@@ -341,6 +360,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-peak", action="store_true", help="skip the 2048^2 matmul peak")
     p.add_argument("--out", default="benchmarks/results/cnn_throughput_cpu.json")
     args = p.parse_args(argv)
+    if args.cpu_devices < 1:
+        p.error(f"--cpu-devices must be >= 1, got {args.cpu_devices}")
     for v in args.variants + args.large_variants:
         try:
             parse_variant(v)
@@ -350,16 +371,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    import json
-
     args = parse_args(argv)
-    info = machine_info()
-    log(
-        f"machine: {info['cpu_model']}, {info['cpu_count']} CPUs, jax {info['jax']} "
-        f"({info['jax_backend']}), torch {info['torch']}"
-    )
+    requested = execution.use_cpu_cores(args.cpu_devices)
+    info = machine_info(requested)
+    log_machine(info)
     if not args.no_torch and info["torch"] is None:
         log("PyTorch is not installed; use --no-torch to skip it.")
+        return 2
+    small_n = [n for n in args.clients if n < args.large_n]
+    large_n = [n for n in args.clients if n >= args.large_n]
+    try:
+        available = info["jax_device_count"]
+        variants = resolve_variants(args.variants, small_n, available) if small_n else []
+        large_variants = (
+            resolve_variants(args.large_variants, large_n, available) if large_n else []
+        )
+    except ValueError as e:
+        log(f"error: {e}")
         return 2
     k, b, c = args.local_steps, args.batch_size, args.num_classes
     log(
@@ -372,10 +400,10 @@ def main(argv=None) -> int:
 
     def measure_peaks(label: str) -> None:
         peaks.append(matmul_peak())
-        peaks_no_ynn.append(matmul_peak(no_ynn=True))
+        peaks_no_ynn.append(matmul_peak(compiler_options=NO_YNN))
         log(
-            f"{label}dense fp32 matmul (jitted 2048^2): {peaks[-1]['gflops']:.1f} GFLOP/s "
-            f"(without YNNPACK: {peaks_no_ynn[-1]['gflops']:.1f})"
+            f"{label}dense fp32 matmul (jitted 2048^2, one device): "
+            f"{peaks[-1]['gflops']:.1f} GFLOP/s (without YNNPACK: {peaks_no_ynn[-1]['gflops']:.1f})"
         )
 
     if not args.no_peak:
@@ -384,9 +412,11 @@ def main(argv=None) -> int:
     rows, per_n = [], {}
     t_start = time.perf_counter()
     for n in args.clients:
-        variants = args.large_variants if n >= args.large_n else args.variants
         data = random_clients(n, args.examples, c, args.seed)
-        runners = [make_jax_runner(data, args, n, v) for v in variants]
+        runners = [
+            make_jax_runner(data, args, n, v)
+            for v in (large_variants if n >= args.large_n else variants)
+        ]
         if not args.no_torch:
             threads = args.torch_threads if n < args.large_n else args.torch_threads[:1]
             runners.extend(make_torch_runner(data, args, n, t) for t in threads)
@@ -403,21 +433,11 @@ def main(argv=None) -> int:
         best_torch_s = min(
             (r["median_s"] for r in res.values() if r["kind"] == "torch"), default=None
         )
-        for name, r in res.items():
-            rows.append(
-                {
-                    "clients": n,
-                    "implementation": name,
-                    "median_s_per_round": r["median_s"],
-                    "client_steps_per_s": n * k / r["median_s"],
-                    "ratio_vs_torch": (torch_s / r["median_s"]) if torch_s else None,
-                    "ratio_vs_best_torch": (best_torch_s / r["median_s"]) if best_torch_s else None,
-                    "train_gflops_per_s": flops / r["median_s"] / 1e9,
-                    "first_call_s": r["first_call_s"],
-                    "compile_s_est": r["compile_s_est"] if r["kind"] == "jax" else None,
-                    "times_s": r["times_s"],
-                }
+        for row in result_rows(res, n, k, flops, torch_s):
+            row["ratio_vs_best_torch"] = (
+                best_torch_s / row["median_s_per_round"] if best_torch_s else None
             )
+            rows.append(row)
         per_n[str(n)] = {
             "train_gflop_per_round": flops / 1e9,
             "rounds": args.rounds,
@@ -429,23 +449,18 @@ def main(argv=None) -> int:
             measure_peaks("  now: ")
         del data, runners
 
-    log("\n" + "=" * 100)
-    header = (
-        f"{'N':>5}  {'implementation':<34} {'s/round':>9} {'client-steps/s':>15} "
-        f"{'vs torch':>9} {'vs best':>8} {'GFLOP/s':>8}"
+    log_table(
+        rows,
+        [
+            Column("N", ">5", lambda r: str(r["clients"])),
+            Column("implementation", "<34", lambda r: r["implementation"]),
+            Column("s/round", ">9", lambda r: f"{r['median_s_per_round']:.3f}"),
+            Column("client-steps/s", ">15", lambda r: f"{r['client_steps_per_s']:.1f}"),
+            Column("vs torch", ">9", lambda r: ratio_text(r["ratio_vs_torch"])),
+            Column("vs best", ">8", lambda r: ratio_text(r["ratio_vs_best_torch"])),
+            Column("GFLOP/s", ">8", lambda r: f"{r['train_gflops_per_s']:.1f}"),
+        ],
     )
-    log(header)
-    log("-" * len(header))
-
-    def fmt(ratio):
-        return f"{ratio:.2f}x" if ratio else "-"
-
-    for row in rows:
-        log(
-            f"{row['clients']:>5}  {row['implementation']:<34} {row['median_s_per_round']:9.3f} "
-            f"{row['client_steps_per_s']:15.1f} {fmt(row['ratio_vs_torch']):>9} "
-            f"{fmt(row['ratio_vs_best_torch']):>8} {row['train_gflops_per_s']:8.1f}"
-        )
     log(
         f"('vs torch': against torch-loop-{args.torch_threads[0]}t; 'vs best': against the "
         "fastest torch loop of that N)"
@@ -464,31 +479,9 @@ def main(argv=None) -> int:
             f"per example per SAM step; 2048^2 matmul {peak['gflops']:.0f} GFLOP/s, without "
             f"YNNPACK {peak['gflops_without_ynnpack']:.0f}, medians of {len(peaks)})"
         )
-    target = {}
-    if not args.no_torch:
-        for n in args.clients:
-            best = max(
-                (r for r in rows if r["clients"] == n and r["implementation"].startswith("jax")),
-                key=lambda r: r["client_steps_per_s"],
-                default=None,
-            )
-            if best and best["ratio_vs_torch"]:
-                met = best["ratio_vs_torch"] >= 1.0
-                target[str(n)] = {
-                    "best_jax": best["implementation"],
-                    "ratio": best["ratio_vs_torch"],
-                    "met": met,
-                }
-                log(
-                    f"target JAX >= torch at N={n}: best {best['implementation']} "
-                    f"{best['ratio_vs_torch']:.2f}x -> {'MET' if met else 'MISSED'}"
-                )
+    target = best_jax_target(rows, args.clients, 1.0) if not args.no_torch else {}
     log(f"total benchmark time {time.perf_counter() - t_start:.0f} s")
 
-    try:
-        info["loadavg_at_end"] = os.getloadavg()
-    except OSError:
-        pass
     result = {
         "benchmark": "dfedsam_cnn_round_throughput",
         "config": {
@@ -500,6 +493,7 @@ def main(argv=None) -> int:
             "num_classes": c,
             "lr": args.lr,
             "rho": args.rho,
+            "cpu_devices": args.cpu_devices,
             "variants": args.variants,
             "large_n": args.large_n,
             "large_variants": args.large_variants,
@@ -509,7 +503,7 @@ def main(argv=None) -> int:
             "dataset": "random normal 28x28x1 images, uniform random labels (stack_clients)",
             "topology": "ring, one gossip step, dense mixing matrix",
             "torch_threads": args.torch_threads,
-            "command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:])),
+            "command": command_line(argv),
         },
         "machine": info,
         "matmul_peak": peak,
@@ -517,11 +511,7 @@ def main(argv=None) -> int:
         "per_clients": per_n,
         "target_parity_with_torch": target,
     }
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-        log(f"wrote {args.out}")
+    write_result(result, args.out)
     return 0
 
 

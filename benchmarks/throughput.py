@@ -8,45 +8,75 @@ with learning rate lr) on batches of B of its own examples, then one ring gossip
 Implementations, all timed in the same process and interleaved round by round (so a load
 spike from another process hits all of them alike):
 
-* ``jax-<strategy>-<mixing>``: one jitted function = ``sample_batches`` for all clients +
-  ``dfedsam(...).round``; strategy ``vmap`` / ``sequential`` / ``chunked<C>`` (client
-  execution), mixing ``dense`` (``[N, N]`` W) or ``sparse`` (``to_sparse(W)``).
+* ``jax-<strategy>-<mixing>[-d<D>]``: one jitted function = ``sample_batches`` for all
+  clients + ``dfedsam(...).round``; strategy ``vmap`` / ``sequential`` / ``chunked<C>``
+  (client execution), mixing ``dense`` (``[N, N]`` W) or ``sparse`` (``to_sparse(W)``).
+  Given as ``strategy:mixing[:dD]``; the optional ``dD`` (``dall``: every device) splits the
+  clients over D devices (:mod:`fedjax_lab.sharding`: state and data split, mixing
+  replicated, batches sampled by a separate jitted function, then ``sharded_round``); without
+  it, or with ``d1``, everything runs on the default device. N must be divisible by D.
 * ``torch-loop``: one ``nn.Sequential`` model, ``load_state_dict`` per client from a stored
   per-client state, K SAM steps with an SGD optimizer, state saved back, then ring gossip of
   the per-client flat parameter vectors.
 
 Metric: client-steps per second = N * K / (median seconds per round).
 
+JAX devices: ``--cpu-devices D`` asks JAX for D CPU devices (default: one per usable core,
+``fedjax_lab.execution.use_cpu_cores``) before anything else touches JAX. One CPU device runs
+a round on one core, so the ``dD`` variants are the ones that use several cores. On a GPU or
+TPU machine the accelerators are the devices. The default variants are ``vmap:sparse``,
+``sequential:sparse``, ``chunked:sparse``, ``sequential:sparse:dall``, ``chunked:sparse:dall``.
+
 ``--breakdown`` additionally times the pieces of the JAX round (batch sampling, local
 training per strategy, gossip, one client alone, a pooled-batch matmul bound) to locate
-the bottleneck.
+the bottleneck (on one device).
 
 Example::
 
   python benchmarks/throughput.py --clients 100 1000 --rounds 5 --local-steps 10 --batch-size 32
+  python benchmarks/throughput.py --clients 100 --cpu-devices 2 --variants chunked:sparse:d2
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
-import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import fedjax_lab
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import (
+    Column,
+    Runner,
+    best_jax_target,
+    check_devices,
+    command_line,
+    device_suffix,
+    is_device_part,
+    log,
+    log_machine,
+    log_table,
+    machine_info,
+    matmul_peak,
+    median_time,
+    parse_device_part,
+    ratio_text,
+    result_rows,
+    round_step,
+    run_interleaved,
+    torch_loop_runner,
+    write_result,
+)
+
 from fedjax_lab import clients as clients_lib
+from fedjax_lab import execution
 from fedjax_lab import gossip as gossip_lib
 from fedjax_lab import local as local_lib
 from fedjax_lab.algorithms import dfedsam
@@ -58,73 +88,6 @@ from fedjax_lab.topology import ring
 HIDDEN = (200, 200)
 NUM_CLASSES = 10
 INPUT_DIM = 60
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-# --------------------------------------------------------------------------- #
-# Machine info and reference numbers.
-# --------------------------------------------------------------------------- #
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    info = {
-        "date": datetime.date.today().isoformat(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-        "jaxlib": getattr(__import__("jaxlib"), "__version__", "?"),
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "fedjax_lab": fedjax_lab.__version__,
-        "numpy": np.__version__,
-    }
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        info["torch"] = None
-    try:
-        info["loadavg_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> dict[str, float]:
-    """Achieved fp32 FLOP/s of one jitted ``n x n @ n x n`` matmul (XLA:CPU)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    f = jax.jit(jnp.matmul)
-    jax.block_until_ready(f(a, b))
-    seconds = median_time(lambda: jax.block_until_ready(f(a, b)), repeats)
-    return {"n": n, "seconds": seconds, "gflops": 2 * n**3 / seconds / 1e9}
 
 
 def num_params() -> int:
@@ -140,12 +103,6 @@ def train_flops(n: int, k: int, b: int) -> float:
 # --------------------------------------------------------------------------- #
 # Runners: each does one round per call and blocks until it is done.
 # --------------------------------------------------------------------------- #
-
-
-class Runner(NamedTuple):
-    name: str
-    kind: str  # "jax" or "torch"
-    step: Callable[[], None]
 
 
 def jax_setup(num_clients: int, seed: int):
@@ -171,7 +128,48 @@ def variant_name(strategy: str, mixing: str, chunk_size: int, unroll: Any) -> st
     return f"jax-{s}{u}-{mixing}"
 
 
-def make_jax_runner(ds, args, num_clients: int, strategy: str, mixing_kind: str) -> Runner:
+def parse_variant(spec: str) -> tuple[str, str, int | None]:
+    """``strategy:mixing[:dD]`` -> (strategy, mixing, devices); devices None means ``dall``."""
+    parts = spec.split(":")
+    if (
+        len(parts) not in (2, 3)
+        or parts[0] not in ("vmap", "sequential", "chunked")
+        or parts[1] not in ("dense", "sparse")
+        or (len(parts) == 3 and not is_device_part(parts[2]))
+    ):
+        raise ValueError(
+            f"Bad variant {spec!r}; expected strategy:mixing[:dD] (strategy vmap|sequential|"
+            "chunked, mixing dense|sparse, D a device count or 'all'), e.g. chunked:sparse:d2."
+        )
+    devices = parse_device_part(parts[2], spec) if len(parts) == 3 else 1
+    return parts[0], parts[1], devices
+
+
+def resolve_variants(
+    specs: list[str], clients: list[int], available: int
+) -> list[tuple[str, str, int]]:
+    """(strategy, mixing, devices) of every variant, with ``dall`` = ``available`` devices.
+
+    A variant equal to an earlier one (``dall`` on a single device) is dropped.
+
+    Raises:
+      ValueError: a variant asks for more devices than ``available``, or for a device count
+        that does not divide a value of N.
+    """
+    resolved = []
+    for spec in specs:
+        strategy, mixing, devices = parse_variant(spec)
+        variant = (strategy, mixing, check_devices(devices, spec, available, clients))
+        if variant in resolved:
+            log(f"variant {spec} is the same as an earlier one on this machine; timed once")
+        else:
+            resolved.append(variant)
+    return resolved
+
+
+def make_jax_runner(
+    ds, args, num_clients: int, strategy: str, mixing_kind: str, devices: int
+) -> Runner:
     _, params, loss_fn = jax_setup(num_clients, args.seed)
     alg = dfedsam(
         loss_fn,
@@ -181,129 +179,48 @@ def make_jax_runner(ds, args, num_clients: int, strategy: str, mixing_kind: str)
         unroll=args.unroll,
         **strategy_kwargs(strategy, args.chunk_size),
     )
-    k, b = args.local_steps, args.batch_size
-    root = jax.random.key(args.seed + 1)
-
-    @jax.jit
-    def round_with_sampling(state, mixing, data):
-        key = jax.random.fold_in(root, state.round)
-        ids = alg.cohort(key)
-        batches = sample_batches(data, ids, jax.random.fold_in(key, 7), k, b)
-        return alg.round(state, mixing, batches, key)
-
-    holder = {"state": alg.init(params)}
-    mixing = mixing_for(num_clients, mixing_kind)
-    data = ds.train
-
-    def step():
-        state, metrics = round_with_sampling(holder["state"], mixing, data)
-        jax.block_until_ready((state, metrics))
-        holder["state"] = state
-
-    return Runner(variant_name(strategy, mixing_kind, args.chunk_size, args.unroll), "jax", step)
+    step = round_step(
+        alg,
+        params,
+        mixing_for(num_clients, mixing_kind),
+        ds.train,
+        jax.random.key(args.seed + 1),
+        args.local_steps,
+        args.batch_size,
+        devices=devices,
+    )
+    name = variant_name(strategy, mixing_kind, args.chunk_size, args.unroll)
+    return Runner(name + device_suffix(devices), "jax", step)
 
 
 def make_torch_runner(ds, args, num_clients: int) -> Runner:
+    """The PyTorch per-client loop (:func:`common.torch_loop_runner`) on the same MLP."""
     import torch
     from torch import nn
 
-    torch.set_num_threads(args.torch_threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    k_steps, bsz, rho = args.local_steps, args.batch_size, args.rho
-
+    torch.manual_seed(args.seed)  # the initial model
     sizes = (INPUT_DIM, *HIDDEN, NUM_CLASSES)
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
-    model = nn.Sequential(*layers)
-    params = list(model.parameters())
-    optimizer = torch.optim.SGD(params, lr=args.lr)
-    criterion = nn.CrossEntropyLoss()
-
-    # Per-client data (unpadded) and per-client model states (all start from one model).
     x_all, y_all = np.asarray(ds.train.x), np.asarray(ds.train.y)
     counts = np.asarray(ds.train.num_examples)
     xs = [torch.from_numpy(x_all[i, : counts[i]].copy()) for i in range(num_clients)]
     ys = [torch.from_numpy(y_all[i, : counts[i]].astype(np.int64)) for i in range(num_clients)]
-    start = {name: v.detach().clone() for name, v in model.state_dict().items()}
-    states = [{name: v.clone() for name, v in start.items()} for _ in range(num_clients)]
-    names = list(start)
-    shapes = [start[n].shape for n in names]
-    numels = [start[n].numel() for n in names]
-
-    def sam_step(xb, yb):
-        optimizer.zero_grad()
-        criterion(model(xb), yb).backward()
-        with torch.no_grad():
-            grad_norm = torch.norm(torch.stack([p.grad.norm(2) for p in params]), 2)
-            scale = rho / (grad_norm + 1e-12)
-            perturbations = []
-            for p in params:
-                e = p.grad * scale
-                p.add_(e)
-                perturbations.append(e)
-        optimizer.zero_grad()
-        criterion(model(xb), yb).backward()
-        with torch.no_grad():
-            for p, e in zip(params, perturbations):
-                p.sub_(e)
-        optimizer.step()
-
-    def step():
-        for i in range(num_clients):
-            model.load_state_dict(states[i])
-            n = xs[i].shape[0]
-            for _ in range(k_steps):
-                if n >= bsz:
-                    idx = torch.randperm(n, generator=gen)[:bsz]
-                else:
-                    idx = torch.randint(n, (bsz,), generator=gen)
-                sam_step(xs[i][idx], ys[i][idx])
-            states[i] = {name: v.detach().clone() for name, v in model.state_dict().items()}
-        # Ring gossip of the flat per-client parameter vectors.
-        with torch.no_grad():
-            flat = torch.stack([torch.cat([s[n].reshape(-1) for n in names]) for s in states])
-            mixed = (torch.roll(flat, 1, 0) + flat + torch.roll(flat, -1, 0)) / 3.0
-            for i in range(num_clients):
-                pieces = torch.split(mixed[i], numels)
-                states[i] = {n: p.view(s) for n, p, s in zip(names, pieces, shapes)}
-
-    return Runner("torch-loop", "torch", step)
-
-
-# --------------------------------------------------------------------------- #
-# Timing.
-# --------------------------------------------------------------------------- #
-
-
-def run_interleaved(runners: list[Runner], rounds: int) -> dict[str, dict[str, Any]]:
-    """Warm-up (compile) call per runner, then ``rounds`` timed rounds, interleaved."""
-    results: dict[str, dict[str, Any]] = {}
-    for r in runners:
-        t0 = time.perf_counter()
-        r.step()
-        first = time.perf_counter() - t0
-        results[r.name] = {"first_call_s": first, "times_s": []}
-        log(f"    warm-up {r.name:<28s} {first:8.3f} s")
-    for i in range(rounds):
-        line = []
-        for r in runners:
-            t0 = time.perf_counter()
-            r.step()
-            dt = time.perf_counter() - t0
-            results[r.name]["times_s"].append(dt)
-            line.append(f"{r.name}={dt:.3f}")
-        log(f"    round {i + 1}/{rounds}: " + "  ".join(line))
-    for r in runners:
-        res = results[r.name]
-        res["kind"] = r.kind
-        res["median_s"] = statistics.median(res["times_s"])
-        # For JAX the first call is compile + one round.
-        res["compile_s_est"] = max(0.0, res["first_call_s"] - res["median_s"])
-    return results
+    return torch_loop_runner(
+        "torch-loop",
+        nn.Sequential(*layers),
+        xs,
+        ys,
+        local_steps=args.local_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rho=args.rho,
+        seed=args.seed,
+        threads=args.torch_threads,
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -418,43 +335,58 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rho", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="CPU devices JAX creates (default: the usable cores); ignored when XLA_FLAGS "
+        "sets --xla_force_host_platform_device_count",
+    )
+    p.add_argument(
         "--variants",
         nargs="+",
         default=[
-            "vmap:dense",
             "vmap:sparse",
-            "sequential:dense",
             "sequential:sparse",
-            "chunked:dense",
             "chunked:sparse",
+            "sequential:sparse:dall",
+            "chunked:sparse:dall",
         ],
-        help="JAX variants as strategy:mixing (strategy vmap|sequential|chunked, mixing dense|sparse)",
+        help="JAX variants as strategy:mixing[:dD] (strategy vmap|sequential|chunked, mixing "
+        "dense|sparse, optional dD: clients split over D devices, dall: every device)",
     )
     p.add_argument("--chunk-size", type=int, default=10, help="clients per chunk for 'chunked'")
     p.add_argument("--unroll", type=int, default=1, help="lax.scan unroll of the K local steps")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
     p.add_argument("--torch-threads", type=int, default=2)
-    p.add_argument("--breakdown", action="store_true", help="also time the pieces of the JAX round")
+    p.add_argument(
+        "--breakdown", action="store_true", help="also time the pieces of the JAX round (1 device)"
+    )
     p.add_argument("--breakdown-strategies", nargs="+", default=["vmap", "sequential", "chunked"])
     p.add_argument("--no-peak", action="store_true", help="skip the 2048^2 matmul peak")
     p.add_argument("--out", default="benchmarks/results/throughput_cpu.json")
     args = p.parse_args(argv)
+    if args.cpu_devices < 1:
+        p.error(f"--cpu-devices must be >= 1, got {args.cpu_devices}")
     for v in args.variants:
-        s, _, m = v.partition(":")
-        if s not in ("vmap", "sequential", "chunked") or m not in ("dense", "sparse"):
-            p.error(f"bad variant {v!r}; expected strategy:mixing, e.g. vmap:sparse")
+        try:
+            parse_variant(v)
+        except ValueError as e:
+            p.error(str(e))
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    info = machine_info()
-    log(
-        f"machine: {info['cpu_model']}, {info['cpu_count']} CPUs, jax {info['jax']} "
-        f"({info['jax_backend']}), torch {info['torch']}"
-    )
+    requested = execution.use_cpu_cores(args.cpu_devices)
+    info = machine_info(requested)
+    log_machine(info)
     if not args.no_torch and info["torch"] is None:
         log("PyTorch is not installed (pip install torch==2.13.0); use --no-torch to skip it.")
+        return 2
+    try:
+        variants = resolve_variants(args.variants, args.clients, info["jax_device_count"])
+    except ValueError as e:
+        log(f"error: {e}")
         return 2
     k, b = args.local_steps, args.batch_size
     log(
@@ -465,7 +397,7 @@ def main(argv=None) -> int:
     peak = None
     if not args.no_peak:
         peak = matmul_peak()
-        log(f"dense fp32 matmul peak (jitted 2048^2): {peak['gflops']:.1f} GFLOP/s")
+        log(f"dense fp32 matmul peak (jitted 2048^2, one device): {peak['gflops']:.1f} GFLOP/s")
 
     rows, per_n = [], {}
     t_start = time.perf_counter()
@@ -480,10 +412,7 @@ def main(argv=None) -> int:
             f"min {counts.min()} median {int(np.median(counts))} max {counts.max()} "
             f"(padded to {ds.train.x.shape[1]}); {int((counts < b).sum())} clients with < B"
         )
-        runners = []
-        for v in args.variants:
-            s, _, m = v.partition(":")
-            runners.append(make_jax_runner(ds, args, n, s, m))
+        runners = [make_jax_runner(ds, args, n, *v) for v in variants]
         if not args.no_torch:
             runners.append(make_torch_runner(ds, args, n))
         log(
@@ -492,19 +421,7 @@ def main(argv=None) -> int:
         res = run_interleaved(runners, rounds)
         flops = train_flops(n, k, b)
         torch_s = res.get("torch-loop", {}).get("median_s")
-        for name, r in res.items():
-            row = {
-                "clients": n,
-                "implementation": name,
-                "median_s_per_round": r["median_s"],
-                "client_steps_per_s": n * k / r["median_s"],
-                "ratio_vs_torch": (torch_s / r["median_s"]) if torch_s else None,
-                "train_gflops_per_s": flops / r["median_s"] / 1e9,
-                "first_call_s": r["first_call_s"],
-                "compile_s_est": r["compile_s_est"] if r["kind"] == "jax" else None,
-                "times_s": r["times_s"],
-            }
-            rows.append(row)
+        rows.extend(result_rows(res, n, k, flops, torch_s))
         entry = {"train_gflop_per_round": flops / 1e9, "rounds": rounds}
         if args.breakdown:
             log("  breakdown of the JAX round (median s):")
@@ -512,50 +429,25 @@ def main(argv=None) -> int:
         per_n[str(n)] = entry
         del ds, runners
 
-    # Table.
-    log("\n" + "=" * 100)
-    header = (
-        f"{'N':>5}  {'implementation':<28} {'s/round':>9} {'client-steps/s':>15} "
-        f"{'vs torch':>9} {'GFLOP/s':>8}"
+    log_table(
+        rows,
+        [
+            Column("N", ">5", lambda r: str(r["clients"])),
+            Column("implementation", "<34", lambda r: r["implementation"]),
+            Column("s/round", ">9", lambda r: f"{r['median_s_per_round']:.3f}"),
+            Column("client-steps/s", ">15", lambda r: f"{r['client_steps_per_s']:.0f}"),
+            Column("vs torch", ">9", lambda r: ratio_text(r["ratio_vs_torch"])),
+            Column("GFLOP/s", ">8", lambda r: f"{r['train_gflops_per_s']:.1f}"),
+        ],
     )
-    log(header)
-    log("-" * len(header))
-    for row in rows:
-        ratio = f"{row['ratio_vs_torch']:.2f}x" if row["ratio_vs_torch"] else "-"
-        log(
-            f"{row['clients']:>5}  {row['implementation']:<28} {row['median_s_per_round']:9.3f} "
-            f"{row['client_steps_per_s']:15.0f} {ratio:>9} {row['train_gflops_per_s']:8.1f}"
-        )
     if peak:
         log(
             f"(GFLOP/s counts only the local steps: 12 * params * B per client-step; "
             f"matmul peak {peak['gflops']:.0f} GFLOP/s)"
         )
-    target = {}
-    if not args.no_torch:
-        for n in args.clients:
-            best = max(
-                (r for r in rows if r["clients"] == n and r["implementation"] != "torch-loop"),
-                key=lambda r: r["client_steps_per_s"],
-                default=None,
-            )
-            if best and best["ratio_vs_torch"]:
-                met = best["ratio_vs_torch"] >= 10.0
-                target[str(n)] = {
-                    "best_jax": best["implementation"],
-                    "ratio": best["ratio_vs_torch"],
-                    "met": met,
-                }
-                log(
-                    f"target JAX >= 10x torch at N={n}: best {best['implementation']} "
-                    f"{best['ratio_vs_torch']:.2f}x -> {'MET' if met else 'MISSED'}"
-                )
+    target = best_jax_target(rows, args.clients, 10.0) if not args.no_torch else {}
     log(f"total benchmark time {time.perf_counter() - t_start:.0f} s")
 
-    try:
-        info["loadavg_at_end"] = os.getloadavg()
-    except OSError:
-        pass
     result = {
         "benchmark": "dfedsam_round_throughput",
         "config": {
@@ -569,11 +461,13 @@ def main(argv=None) -> int:
             "rho": args.rho,
             "chunk_size": args.chunk_size,
             "unroll": args.unroll,
+            "cpu_devices": args.cpu_devices,
+            "variants": args.variants,
             "model": f"MLP 60-{HIDDEN[0]}-{HIDDEN[1]}-10",
             "params": num_params(),
             "dataset": "synthetic(1,1) (FedProx), make_federated_dataset('synthetic', N, seed)",
             "topology": "ring, one gossip step",
-            "command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:])),
+            "command": command_line(argv),
         },
         "machine": info,
         "matmul_peak": peak,
@@ -581,11 +475,7 @@ def main(argv=None) -> int:
         "per_clients": per_n,
         "target_10x": target,
     }
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-        log(f"wrote {args.out}")
+    write_result(result, args.out)
     return 0
 
 
