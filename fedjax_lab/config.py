@@ -49,7 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Communication.
     c.gossip_steps = 0  # Q; 0 = the algorithm's default (1, or 4 for dfedsam_mgs)
     c.order = "train_then_gossip"  # or "gossip_then_train" (released DFedSAM code)
-    c.gossip = "auto"  # "dense", "sparse" or "auto" (sparse when W is < 10% nonzero)
+    # "dense", "sparse" or "auto": sparse when W is < 10% nonzero, in the circulant form
+    # (gossip.CirculantMixing) when W is also circulant and static.
+    c.gossip = "auto"
     c.topology_p = 0.0  # erdos_renyi edge probability; 0 = topology default
     c.topology_k = 0  # random_in_neighbours k; 0 = topology default
     c.clients_per_round = 10  # server-based algorithms: m of N each round

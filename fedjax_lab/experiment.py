@@ -126,7 +126,12 @@ class _Mixing:
             c.gossip
         ]
         self._max_degree = int(np.max(np.sum(first != 0, axis=1))) if sparse else None
-        self._static = None if self.topology.time_varying else self._convert(first)
+        self._static = None
+        if not self.topology.time_varying:
+            # "auto" prefers the circulant form where it applies: same result, and with
+            # clients split over devices a shift moves only the boundary clients.
+            circulant = gossip_lib.to_circulant(first) if c.gossip == "auto" and sparse else None
+            self._static = circulant or self._convert(first)
 
     def _convert(self, w: np.ndarray) -> Any:
         if self._max_degree is None:

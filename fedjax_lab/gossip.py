@@ -9,15 +9,26 @@ replaces the value of client ``i`` by a weighted average of its neighbours::
 applied independently to every leaf and every coordinate. ``steps = Q``
 gossip steps apply ``W^Q``.
 
-``W`` can be given dense (an ``[N, N]`` array, contracted with an einsum) or
-sparse (:class:`SparseMixing`, built host-side by :func:`to_sparse`, which
-gathers the at most ``D`` neighbours of every client; ``O(N D)`` instead of
-``O(N^2)`` work per coordinate). All functions here except :func:`to_sparse`
-and :func:`is_sparse_worthwhile` are jittable.
+``W`` can be given in three forms:
+
+* dense: an ``[N, N]`` array, contracted with an einsum;
+* sparse: :class:`SparseMixing`, built host-side by :func:`to_sparse`, which gathers
+  the at most ``D`` neighbours of every client (``O(N D)`` instead of ``O(N^2)``
+  work per coordinate);
+* circulant: :class:`CirculantMixing`, built host-side by :func:`to_circulant` when
+  ``W[i, j]`` depends only on ``(j - i) mod N`` (ring, exponential graph, complete
+  graph): ``x <- sum_d w_d roll(x, -o_d)`` with static offsets ``o_d``. Same work as
+  the sparse form on one device; with the client axis split over devices a shift is
+  a collective permute of the few boundary clients, where a gather by index makes
+  XLA all-gather the whole population first.
+
+All functions here except :func:`to_sparse`, :func:`to_circulant` and
+:func:`is_sparse_worthwhile` are jittable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from typing import Any, NamedTuple
 
@@ -25,7 +36,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["SparseMixing", "gossip", "is_sparse_worthwhile", "mix", "to_sparse"]
+__all__ = [
+    "CirculantMixing",
+    "SparseMixing",
+    "gossip",
+    "is_sparse_worthwhile",
+    "mix",
+    "num_clients",
+    "to_circulant",
+    "to_sparse",
+]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -42,6 +62,48 @@ class SparseMixing(NamedTuple):
 
     indices: jax.Array
     weights: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CirculantMixing:
+    """A circulant mixing matrix, ``W[i, j] = c[(j - i) mod N]``, by its nonzero offsets.
+
+    One gossip step is ``x_i <- sum_d weights[d] * x_{(i + offsets[d]) mod N}``.
+
+    Attributes:
+      weights: float32 ``[D]``; ``weights[d] = c[offsets[d]]``.
+      offsets: static, ``D`` distinct offsets in ``[0, N)`` (0 is the client itself).
+      num_clients: static ``N``.
+    """
+
+    weights: jax.Array
+    offsets: tuple[int, ...] = dataclasses.field(metadata={"static": True})
+    num_clients: int = dataclasses.field(metadata={"static": True})
+
+
+def to_circulant(W) -> CirculantMixing | None:
+    """The :class:`CirculantMixing` of ``W`` if ``W`` is circulant, else None (host-side).
+
+    Args:
+      W: Concrete mixing matrix of shape ``[N, N]``.
+
+    Returns:
+      The circulant form when every row is the first row shifted (``W[i, j] = W[0, (j - i)
+      mod N]`` exactly), else None.
+    """
+    W = _as_host_matrix(W)
+    n = W.shape[0]
+    first = W[0]
+    shifted = first[(np.arange(n)[None, :] - np.arange(n)[:, None]) % n]
+    if not np.array_equal(W, shifted):
+        return None
+    offsets = tuple(int(o) for o in np.flatnonzero(first))
+    return CirculantMixing(
+        weights=jnp.asarray(first[list(offsets)], dtype=jnp.float32),
+        offsets=offsets,
+        num_clients=n,
+    )
 
 
 def _as_host_matrix(W) -> np.ndarray:
@@ -120,12 +182,16 @@ def _mix_leaf(mixing, x: jax.Array) -> jax.Array:
             f"Gossip averages values, so leaves must be floating point; got a leaf of dtype "
             f"{x.dtype} (shape {x.shape}). Remove integer leaves from the tree before mixing."
         )
-    n = mixing.weights.shape[0] if isinstance(mixing, SparseMixing) else mixing.shape[0]
+    n = num_clients(mixing)
     if x.ndim == 0 or x.shape[0] != n:
         raise ValueError(
             f"Every leaf needs a leading client axis of size N={n}, got a leaf of shape {x.shape}."
         )
-    if isinstance(mixing, SparseMixing):
+    if isinstance(mixing, CirculantMixing):
+        out = jnp.zeros_like(x, dtype=jnp.result_type(x.dtype, mixing.weights.dtype))
+        for d, offset in enumerate(mixing.offsets):
+            out = out + mixing.weights[d] * jnp.roll(x, -offset, axis=0)
+    elif isinstance(mixing, SparseMixing):
         # One gather per neighbour slot: on XLA:CPU this is several times faster than
         # gathering x[indices] ([N, D, ...]) and reducing over D.
         out = jnp.zeros_like(x, dtype=jnp.result_type(x.dtype, mixing.weights.dtype))
@@ -137,7 +203,23 @@ def _mix_leaf(mixing, x: jax.Array) -> jax.Array:
     return out.astype(x.dtype)
 
 
+def num_clients(mixing) -> int:
+    """``N`` of a mixing matrix in any of its forms."""
+    if isinstance(mixing, CirculantMixing):
+        return mixing.num_clients
+    if isinstance(mixing, SparseMixing):
+        return mixing.weights.shape[0]
+    return jnp.shape(mixing)[0]
+
+
 def _check_mixing(mixing):
+    if isinstance(mixing, CirculantMixing):
+        if jnp.shape(mixing.weights) != (len(mixing.offsets),):
+            raise ValueError(
+                f"CirculantMixing needs one weight per offset, got weights of shape "
+                f"{jnp.shape(mixing.weights)} for {len(mixing.offsets)} offsets."
+            )
+        return mixing
     if isinstance(mixing, SparseMixing):
         if mixing.indices.ndim != 2 or mixing.indices.shape != mixing.weights.shape:
             raise ValueError(
@@ -155,7 +237,8 @@ def mix(mixing, x: Any) -> Any:
     """One gossip step ``x_i <- sum_j W[i, j] x_j`` on every leaf of ``x``.
 
     Args:
-      mixing: Dense mixing matrix ``W`` of shape ``[N, N]`` or a :class:`SparseMixing`.
+      mixing: Dense mixing matrix ``W`` of shape ``[N, N]``, a :class:`SparseMixing` or a
+        :class:`CirculantMixing`.
       x: An array or pytree of floating-point arrays, each with leading client
         axis of size ``N``.
 
@@ -184,10 +267,12 @@ def gossip(mixing, tree: Any, steps: int = 1) -> Any:
     With a dense ``W`` the power ``W^steps`` is formed first (``O(N^3 log steps)``)
     and applied once, which is cheaper than ``steps`` einsums whenever the
     tree holds more than about ``N`` coordinates per client. With a
-    :class:`SparseMixing` the sparse step is repeated in a ``lax.fori_loop``.
+    :class:`SparseMixing` or :class:`CirculantMixing` the step is repeated in a
+    ``lax.fori_loop``.
 
     Args:
-      mixing: Dense mixing matrix ``W`` of shape ``[N, N]`` or a :class:`SparseMixing`.
+      mixing: Dense mixing matrix ``W`` of shape ``[N, N]``, a :class:`SparseMixing` or a
+        :class:`CirculantMixing`.
       tree: An array or pytree of floating-point arrays with leading client axis ``N``.
       steps: Static number of gossip steps, a Python int >= 1.
 
@@ -197,7 +282,7 @@ def gossip(mixing, tree: Any, steps: int = 1) -> Any:
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"gossip needs a static integer steps >= 1, got {steps!r}.")
     mixing = _check_mixing(mixing)
-    if isinstance(mixing, SparseMixing):
+    if isinstance(mixing, (SparseMixing, CirculantMixing)):
         if steps == 1:
             return mix(mixing, tree)
         return jax.lax.fori_loop(0, int(steps), lambda _, t: mix(mixing, t), tree)

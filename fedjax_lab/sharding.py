@@ -7,8 +7,8 @@ the whole population, with every per-client quantity stacked on a leading client
 * every leaf with a client axis (decentralized ``state.params``, per-client data, the round's
   batches ``[m, K, ...]``) is split along that axis: ``NamedSharding(mesh, P("clients"))``,
   so each device holds ``N / D`` clients;
-* everything else (a mixing matrix ``W`` or :class:`~fedjax_lab.gossip.SparseMixing`, the
-  global model of a server-based algorithm, round counters, PRNG keys) is replicated:
+* everything else (the mixing matrix in any of its forms, the global model of a
+  server-based algorithm, round counters, PRNG keys) is replicated:
   ``NamedSharding(mesh, P())``.
 
 The round itself is unchanged and jitted with those input and output shardings, traced under
@@ -16,17 +16,17 @@ The round itself is unchanged and jitted with those input and output shardings, 
 per-client work inside ``jax.shard_map``, each device looping over its own ``N / D`` clients
 with the chosen strategy (XLA's partitioner alone would all-gather the clients of a
 ``lax.map`` loop and have every device compute all of them); XLA inserts the communication
-the rest of the math needs. Gossip, dense ``einsum("ij,j...", W, x)`` or
-sparse gathers ``x[indices]`` alike, reads other devices' clients: XLA all-gathers every
-client-stacked model leaf (``[N, ...]`` per device) and each device then computes its own
-rows. FedAvg's mean over the cohort becomes a cross-device reduction.
+the rest of the math needs. Gossip reads other devices' clients. With a
+:class:`~fedjax_lab.gossip.CirculantMixing` (ring, exponential graph) every shift
+``roll(x, -o)`` becomes a collective permute of the ``o`` boundary clients per device; a
+dense ``einsum("ij,j...", W, x)`` or a :class:`~fedjax_lab.gossip.SparseMixing` gather by
+index makes XLA all-gather every client-stacked model leaf (``[N, ...]`` per device) first
+(at N = 10000 on 2 CPU devices: 2.1 s for a sparse ring step, 0.66 s for the circulant one).
+FedAvg's mean over the cohort becomes a cross-device reduction.
 
-``shard_map`` is not needed for correctness: a sharding is a layout, never a change of the
-function computed, and per-client randomness is ``fold_in(key, client_id)``, whose value does
-not depend on the device a client lives on. It would pay off only where a hand-written
-collective beats XLA's, e.g. a ring topology exchanging two boundary clients with
-``ppermute`` instead of all-gathering all ``N`` models; that is a measured optimisation for
-later, not part of the model.
+The client mapping is the one place written with ``shard_map``; elsewhere a sharding is a
+layout, never a change of the function computed, and per-client randomness is
+``fold_in(key, client_id)``, whose value does not depend on the device a client lives on.
 
 Results equal the one-device round up to float rounding, not always bitwise: XLA:CPU picks
 reduction orders by shape, so a per-client reduction (SAM's gradient norm) over a device's

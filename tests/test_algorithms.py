@@ -183,14 +183,18 @@ def test_strategies_agree(strategy, chunk_size):
     chex.assert_trees_all_close(actual.params, expected.params, atol=1e-6, rtol=1e-6)
 
 
-def test_sparse_and_dense_mixing_give_the_same_round():
+def test_sparse_circulant_and_dense_mixing_give_the_same_round():
     params, batches = problem()
     w = ref.ring_matrix(N).astype(np.float32)
     alg = algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N, gossip_steps=2)
     dense, m_dense = alg.round(alg.init(params), jnp.asarray(w), batches, jax.random.key(0))
-    sparse, m_sparse = alg.round(alg.init(params), gossip.to_sparse(w), batches, jax.random.key(0))
-    chex.assert_trees_all_close(sparse.params, dense.params, atol=1e-6)
-    assert int(m_sparse["models_sent"]) == int(m_dense["models_sent"]) == 2 * 2 * N
+    for mixing in (gossip.to_sparse(w), gossip.to_circulant(w)):
+        other, m_other = alg.round(alg.init(params), mixing, batches, jax.random.key(0))
+        chex.assert_trees_all_close(other.params, dense.params, atol=1e-6)
+        assert int(m_other["models_sent"]) == int(m_dense["models_sent"]) == 2 * 2 * N
+    wrong_size = gossip.to_circulant(ref.ring_matrix(N + 1))
+    with pytest.raises(ValueError, match=f"CirculantMixing over {N} clients"):
+        alg.round(alg.init(params), wrong_size, batches, jax.random.key(0))
 
 
 def test_bad_inputs_raise_clear_errors():

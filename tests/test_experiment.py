@@ -2,11 +2,14 @@
 
 import json
 
+import jax
+import numpy as np
 import pytest
 
 from fedjax_lab import cli
 from fedjax_lab import config as config_lib
 from fedjax_lab import experiment
+from fedjax_lab import gossip as gossip_lib
 
 
 def small_config(**values):
@@ -142,3 +145,19 @@ def test_runs_on_time_varying_and_sparse_topologies(tmp_path, topology, gossip):
     mlp_bytes = 4 * (64 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10)  # digits MLP, float32
     assert lines[0]["bytes_communicated"] == 2 * 9 * expected_messages * mlp_bytes
     assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "topology,gossip,form",
+    [
+        ("ring", "auto", gossip_lib.CirculantMixing),
+        ("ring", "sparse", gossip_lib.SparseMixing),
+        ("torus", "auto", gossip_lib.SparseMixing),  # sparse, not circulant
+        ("fully_connected", "auto", jax.Array),
+    ],
+)
+def test_gossip_auto_picks_the_mixing_form(topology, gossip, form):
+    exp = experiment.build(small_config(num_clients=64, topology=topology, gossip=gossip))
+    assert isinstance(exp._mixing(0), form)
+    state, metrics = exp.train_round(exp.initial_state, 0)
+    assert np.isfinite(float(metrics["train_loss"]))

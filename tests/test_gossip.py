@@ -157,3 +157,32 @@ def test_is_sparse_worthwhile():
     assert gs.is_sparse_worthwhile(topo.ring(100).matrix(0))
     assert not gs.is_sparse_worthwhile(topo.ring(10).matrix(0))
     assert not gs.is_sparse_worthwhile(topo.fully_connected(100).matrix(0))
+
+
+@pytest.mark.parametrize(
+    "topology",
+    [topo.ring(50), topo.exponential(20), topo.fully_connected(6), topo.one_peer_exponential(12)],
+    ids=lambda t: t.name,
+)
+def test_circulant_form_equals_the_per_client_loop(topology):
+    W = topology.matrix(1)
+    circulant = gs.to_circulant(W)
+    assert circulant is not None and circulant.num_clients == W.shape[0]
+    assert len(circulant.offsets) == np.count_nonzero(W[0])
+    tree = _tree(W.shape[0], seed=3)
+    reference = jax.tree.map(lambda x: _loop_mix(W, x), tree)
+    _assert_trees_close(gs.mix(circulant, tree), reference, atol=1e-5)
+    _assert_trees_close(jax.jit(gs.mix)(circulant, tree), reference, atol=1e-5)
+    three = jax.jit(lambda m, t: gs.gossip(m, t, steps=3))(circulant, tree)
+    _assert_trees_close(three, gs.gossip(W, tree, steps=3), atol=1e-5)
+
+
+def test_to_circulant_rejects_matrices_that_are_not_circulant():
+    assert gs.to_circulant(topo.torus(16).matrix(0)) is None  # circulant blocks, not circulant
+    assert gs.to_circulant(topo.erdos_renyi(30, 0.3, seed=0).matrix(0)) is None
+    W = topo.ring(8).matrix(0).copy()
+    W[3, 3] += 1e-3  # a single entry off the diagonal pattern
+    assert gs.to_circulant(W) is None
+    bad = gs.CirculantMixing(jnp.ones(2), offsets=(0, 1, 2), num_clients=8)
+    with pytest.raises(ValueError, match="one weight per offset"):
+        gs.mix(bad, jnp.ones((8, 2)))

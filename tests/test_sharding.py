@@ -331,11 +331,24 @@ for n in (16, 12):  # 16 clients split 2 per device; 12 are not divisible by 8 d
             "all_gathers": hlo.count("all-gather("),
             "out_devices": len(got[0].sharding.device_set),
         }
+# Ring gossip in the circulant form: shifts become collective permutes, no all-gather.
+from fedjax_lab import gossip, topology
+x = jnp.asarray(rng.normal(size=(16, 5)), jnp.float32)
+ring = topology.ring(16).matrix(0)
+with jax.set_mesh(mesh):
+    args = sharding.replicate(gossip.to_circulant(ring), mesh), sharding.shard_clients(x, mesh)
+    mixed = jax.jit(gossip.mix)(*args)
+    hlo = jax.jit(gossip.mix).lower(*args).compile().as_text()
+out["circulant_gossip"] = {
+    "diff": float(np.max(np.abs(sharding.to_host(mixed) - ring @ np.asarray(x)))),
+    "all_gathers": hlo.count("all-gather("),
+    "out_devices": len(mixed.sharding.device_set),
+}
 print(json.dumps(out))
 """
 
 
-def test_map_clients_runs_each_devices_clients_locally():
+def test_map_clients_and_circulant_gossip_stay_local_to_each_device():
     env = _worker_env()
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     done = subprocess.run(
@@ -347,6 +360,9 @@ def test_map_clients_runs_each_devices_clients_locally():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
+    circulant = out.pop("circulant_gossip")
+    assert circulant["diff"] < 1e-5 and circulant["all_gathers"] == 0, circulant
+    assert circulant["out_devices"] == 8, circulant
     assert len(out) == 6
     for name, result in out.items():
         assert result["inner_diff"] < 1e-5 and result["outer_diff"] < 1e-5, (name, result)

@@ -10,7 +10,8 @@ pure and jittable:
   the batches for exactly these clients, in this order.
 * ``round(state, mixing, batches, key) -> (state, metrics)``: one communication round.
   ``batches`` is a pytree with leaves ``[m, K, ...]`` (K local steps); ``mixing`` is the
-  round's mixing matrix (dense ``[N, N]`` or :class:`~fedjax_lab.gossip.SparseMixing`), or
+  round's mixing matrix (dense ``[N, N]``, :class:`~fedjax_lab.gossip.SparseMixing` or
+  :class:`~fedjax_lab.gossip.CirculantMixing`), or
   ``None`` for server-based algorithms. ``metrics`` holds ``train_loss`` (mean over the
   cohort's local steps) and ``models_sent`` (int32: model-sized messages this round;
   multiply by :func:`model_bytes` for bytes).

@@ -50,6 +50,10 @@ class DecentralizedState(NamedTuple):
 
 def messages_per_gossip_step(mixing: Any) -> jax.Array:
     """Models sent in one gossip step: the nonzero off-diagonal weights of ``W``."""
+    if isinstance(mixing, gossip_lib.CirculantMixing):
+        others = jnp.asarray([o != 0 for o in mixing.offsets], dtype=bool)
+        per_client = jnp.sum((mixing.weights != 0) & others)
+        return (mixing.num_clients * per_client).astype(jnp.int32)
     if isinstance(mixing, gossip_lib.SparseMixing):
         own = jnp.arange(mixing.indices.shape[0])[:, None]
         return jnp.sum((mixing.weights != 0) & (mixing.indices != own)).astype(jnp.int32)
@@ -60,11 +64,11 @@ def messages_per_gossip_step(mixing: Any) -> jax.Array:
 def _check_mixing(mixing: Any, num_clients: int, name: str) -> None:
     if mixing is None:
         raise ValueError(f"{name} is decentralized: pass the round's mixing matrix, got None.")
-    if isinstance(mixing, gossip_lib.SparseMixing):
-        shape = mixing.indices.shape
-        if shape[0] != num_clients:
+    if isinstance(mixing, (gossip_lib.SparseMixing, gossip_lib.CirculantMixing)):
+        if gossip_lib.num_clients(mixing) != num_clients:
             raise ValueError(
-                f"Expected a SparseMixing over {num_clients} clients, got indices of shape {shape}."
+                f"Expected a {type(mixing).__name__} over {num_clients} clients, got one over "
+                f"{gossip_lib.num_clients(mixing)}."
             )
     elif jnp.shape(mixing) != (num_clients, num_clients):
         raise ValueError(
@@ -101,7 +105,8 @@ def decentralized(
 
     Returns:
       An :class:`~fedjax_lab.algorithms.base.Algorithm`; ``round`` expects the round's mixing
-      matrix (dense ``[N, N]`` or a :class:`~fedjax_lab.gossip.SparseMixing`).
+      matrix (dense ``[N, N]``, :class:`~fedjax_lab.gossip.SparseMixing` or
+      :class:`~fedjax_lab.gossip.CirculantMixing`).
     """
     num_clients = base.check_positive_int("num_clients", num_clients)
     gossip_steps = base.check_positive_int("gossip_steps", gossip_steps)
