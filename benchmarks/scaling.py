@@ -4,8 +4,9 @@
 
 The workload of throughput.py (MLP 60-200-200-10 on FedProx synthetic(1, 1), K = 10 SAM
 steps of batch 32, ring gossip) run through `fedjax_lab.experiment.build` with the library's
-defaults (strategy "auto", gossip "auto"), so it measures what a user gets. Each N runs in its
-own process, which reports the median seconds per round (after one untimed compile-and-run
+defaults (strategy "auto", gossip "auto", one JAX CPU device per core with the clients split
+over them, as `fedjax-lab run` does; `--cpu-devices 1` for one device), so it measures what a
+user gets. Each N runs in its own process, which reports the median seconds per round (after one untimed compile-and-run
 round) and its peak resident memory. Results go to benchmarks/results/scaling_cpu.json and a
 log-log plot to benchmarks/results/scaling_cpu.png.
 """
@@ -22,11 +23,14 @@ import sys
 import time
 
 
-def one(num_clients: int, rounds: int) -> dict:
+def one(num_clients: int, rounds: int, cpu_devices: int | None) -> dict:
     import jax
 
     from fedjax_lab import config as config_lib
+    from fedjax_lab import execution
     from fedjax_lab import experiment
+
+    execution.use_cpu_cores(cpu_devices)
 
     c = config_lib.update(
         config_lib.get_config(),
@@ -51,6 +55,7 @@ def one(num_clients: int, rounds: int) -> dict:
     median = statistics.median(times)
     return {
         "clients": num_clients,
+        "devices": exp.execution.devices,
         "strategy": exp.execution.strategy,
         "chunk_size": exp.execution.chunk_size,
         "round_bytes": exp.execution.round_bytes,
@@ -72,7 +77,7 @@ def plot(results: list[dict], path: pathlib.Path) -> None:
     fig = Figure(figsize=(6, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.loglog(n, t, "o-", label="fedjax_lab (strategy auto)")
+    ax.loglog(n, t, "o-", label=f"fedjax_lab (defaults, {results[0]['devices']} CPU devices)")
     ax.loglog(n, [t[0] * x / n[0] for x in n], "--", color="gray", label="linear in N")
     ax.set_xlabel("clients N")
     ax.set_ylabel("seconds per round")
@@ -87,16 +92,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 300, 1000, 3000, 10000])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--cpu-devices", type=int, help="JAX CPU devices (default: one per usable core)"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", default="benchmarks/results/scaling_cpu.json")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.rounds)))
+        print(json.dumps(one(args.one, args.rounds, args.cpu_devices)))
         return
     results = []
     for n in args.clients:
+        devices = [] if args.cpu_devices is None else ["--cpu-devices", str(args.cpu_devices)]
         done = subprocess.run(
-            [sys.executable, __file__, "--one", str(n), "--rounds", str(args.rounds)],
+            [sys.executable, __file__, "--one", str(n), "--rounds", str(args.rounds), *devices],
             capture_output=True,
             text=True,
             check=True,
@@ -107,7 +116,7 @@ def main() -> None:
             f"N={n:6d}  {r['median_s_per_round']:8.3f} s/round  "
             f"{r['client_steps_per_s']:8.0f} client-steps/s  "
             f"peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB  "
-            f"({r['strategy']}, chunk {r['chunk_size']})",
+            f"({r['devices']} devices, {r['strategy']}, chunk {r['chunk_size']})",
             flush=True,
         )
     out = pathlib.Path(args.out)

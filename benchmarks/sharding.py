@@ -3,18 +3,21 @@
 
 Workload (one round, as ``experiment.build`` runs it): batches sampled on device from the
 clients' padded data, then ``dfedsam(...).round``: every one of N clients runs K SAM steps on
-batches of B examples, then one ring gossip step (dense ``W`` or ``SparseMixing``). Model:
-MLP 60-200-200-10 on FedProx synthetic(1, 1), as in ``throughput.py``.
+batches of B examples, then one ring gossip step (dense ``W``, ``SparseMixing`` or
+``CirculantMixing``). Model: MLP 60-200-200-10 on FedProx synthetic(1, 1), as in
+``throughput.py``.
 
 Variants, all in one process over ``--devices`` host-platform devices:
 
 * ``unsharded``: plain ``jax.jit`` on one device (the baseline);
 * ``sharded-D``: state and client data split over a mesh of the first D devices
-  (:mod:`fedjax_lab.sharding`), mixing replicated, batches constrained to the client split.
+  (:mod:`fedjax_lab.sharding`), mixing replicated, batches constrained to the client split,
+  traced under ``jax.set_mesh`` as the experiment runner does.
 
-On a CPU the host-platform devices share the same cores, so this measures the overhead of
-the partitioned program and its collectives (the gossip all-gathers every client's model),
-not a speed-up; on a machine with several accelerators the same script measures scaling.
+On a CPU, host-platform devices run in parallel on the machine's cores (one XLA:CPU device
+runs these small per-client matmuls on one core), so up to one device per core is a speed-up
+and more devices than cores add only the partitioned program's overhead; on a machine with
+several accelerators the same script measures scaling across them.
 
 Metric: median seconds per round (after one warm-up round) and client-steps per second.
 
@@ -41,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant")
     parser.add_argument("--local-steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--mixing", nargs="+", default=["dense", "sparse"])
+    parser.add_argument("--mixing", nargs="+", default=["dense", "sparse", "circulant"])
     parser.add_argument("--out", default="", help="JSON file for the results")
     return parser.parse_args()
 
@@ -92,11 +95,17 @@ def make_round(algorithm, mesh, params, train):
     state_layout = sharding.client_shardings(
         jax.eval_shape(algorithm.init, params), mesh, algorithm.num_clients
     )
-    return jax.jit(
+    jitted = jax.jit(
         train_round,
         in_shardings=(state_layout, replicated, sharding.client_shardings(train, mesh), replicated),
         out_shardings=(state_layout, replicated),
     )
+
+    def call(*args):
+        with jax.set_mesh(mesh):  # as the experiment runner: each device maps its own clients
+            return jitted(*args)
+
+    return call
 
 
 def time_rounds(round_fn, state, mixing, train, place_index) -> float:
@@ -122,7 +131,11 @@ def main() -> None:
     sizes = [d for d in (1, 2, 4, 8, 16, 32) if d <= ARGS.devices and n % d == 0]
     results = []
     for kind in ARGS.mixing:
-        mixing = jnp.asarray(ring) if kind == "dense" else gossip.to_sparse(ring)
+        mixing = {
+            "dense": lambda: jnp.asarray(ring),
+            "sparse": lambda: gossip.to_sparse(ring),
+            "circulant": lambda: gossip.to_circulant(ring),
+        }[kind]()
         variants = [("unsharded", None)] + [
             (f"sharded-{d}", sharding.client_mesh(jax.devices()[:d])) for d in sizes
         ]
