@@ -4,12 +4,16 @@ A population of ``N`` clients is one pytree whose every leaf has shape ``[N, ...
 A per-client computation ``fn`` (written for a single client) is mapped over that
 axis by :func:`map_clients` with one of three execution strategies:
 
-* ``"vmap"``: all clients at once, ``jax.vmap(fn)``; fastest when memory allows.
+* ``"vmap"``: all clients at once, ``jax.vmap(fn)``; fastest on accelerators when memory allows.
 * ``"chunked"``: ``chunk_size`` clients at a time, a sequential loop over vmapped chunks
   (``jax.lax.map(..., batch_size=chunk_size)``); bounds peak memory.
 * ``"sequential"``: one client at a time (``jax.lax.map``); the least memory.
 
 The strategies compute the same function; they differ only in how XLA schedules it.
+
+Per-client randomness comes from :func:`client_keys`, which folds each client's id into
+the round key, so a client's key never depends on the strategy, the chunking or on which
+other clients take part in a round.
 
 Sharded clients: when the call is traced under a mesh with a ``"clients"`` axis
 (``jax.set_mesh(mesh)``, as :func:`fedjax_lab.sharding.sharded_round` and the experiment
@@ -17,9 +21,6 @@ runner do) and ``N`` is divisible by that axis, the mapping runs inside
 ``jax.shard_map``: every device applies the strategy to its own ``N / D`` clients. Without
 it, XLA's partitioner cannot split a ``lax.map`` loop over a sharded axis and would
 all-gather the clients, so every device would compute every client.
-Per-client randomness comes from :func:`client_keys`, which folds each client's id into
-the round key, so a client's key never depends on the strategy, the chunking or on which
-other clients take part in a round.
 """
 
 from __future__ import annotations

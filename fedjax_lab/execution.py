@@ -83,7 +83,7 @@ def use_cpu_cores(count: int | None = None) -> int:
       count: devices to create; by default the cores this process may run on.
 
     Returns:
-      The number of CPU devices JAX will create (``-1``: left to JAX's own default of one).
+      The number of CPU devices JAX will create (``-1``: the count set in ``XLA_FLAGS``).
 
     Raises:
       RuntimeError: JAX has already started its backends (an array was created), so the

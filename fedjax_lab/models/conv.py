@@ -168,9 +168,10 @@ def conv2d(
       padding: ``"SAME"`` or ``"VALID"``.
       loop_under_vmap: under ``jax.vmap`` with per-example kernels, run one convolution per
         example in a ``lax.map`` loop (fast on XLA:CPU) instead of JAX's grouped convolution.
-        Turn it off when the vmapped axis is sharded over several devices: XLA's SPMD
-        partitioner all-gathers the operands of such a loop, so every device would compute
-        every example.
+        :func:`fedjax_lab.clients.map_clients` keeps the loop local to each device when the
+        clients are sharded (``shard_map``); turn it off only when vmapping yourself over an
+        axis that XLA's SPMD partitioner splits, which all-gathers the operands of such a
+        loop, so every device would compute every example.
 
     Returns:
       ``[B, H_out, W_out, C_out]``.
