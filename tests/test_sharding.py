@@ -49,6 +49,21 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+def _run_on_8_devices(script: str, *args: str) -> dict:
+    """Runs ``script`` in a fresh interpreter with 8 host devices; its last line as JSON."""
+    env = _worker_env()
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _run_workers(
     commands: dict[str, list[str]], log_dir: pathlib.Path, program: tuple[str, ...] = (str(WORKER),)
 ) -> None:
@@ -279,17 +294,7 @@ print(json.dumps(out))
 
 
 def test_sharded_experiment_matches_the_unsharded_one(tmp_path):
-    env = _worker_env()
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    done = subprocess.run(
-        [sys.executable, "-c", EXPERIMENT_SCRIPT, str(tmp_path / "run")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _run_on_8_devices(EXPERIMENT_SCRIPT, str(tmp_path / "run"))
     # dfedsam: the population is split over the 8 devices; fedavg's global model is replicated.
     assert out["dfedsam_devices"] == 8 and out["fedavg_devices"] == 8
     assert out["dfedsam_max_diff"] < 1e-5 and out["fedavg_max_diff"] < 1e-5
@@ -349,17 +354,7 @@ print(json.dumps(out))
 
 
 def test_map_clients_and_circulant_gossip_stay_local_to_each_device():
-    env = _worker_env()
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    done = subprocess.run(
-        [sys.executable, "-c", MAP_CLIENTS_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _run_on_8_devices(MAP_CLIENTS_SCRIPT)
     circulant = out.pop("circulant_gossip")
     assert circulant["diff"] < 1e-5 and circulant["all_gathers"] == 0, circulant
     assert circulant["out_devices"] == 8, circulant
