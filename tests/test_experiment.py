@@ -80,6 +80,8 @@ def test_config_overrides_are_typed_and_typos_named():
             ["--set", "partition=dirichlet_per_class", "--set", "alpha=0.001", "--clients", "50"],
             "Client 0 received no examples",
         ),
+        (["--set", "shard_clients=true"], "Unknown config.shard_clients 'true'"),
+        (["--coordinator", "127.0.0.1:1"], "needs all of --coordinator, --num-processes"),
     ],
 )
 def test_cli_reports_bad_input(tmp_path, capsys, args, message):
