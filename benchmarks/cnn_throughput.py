@@ -300,6 +300,7 @@ def make_torch_runner(data, args, n: int, threads: int) -> Runner:
         rho=args.rho,
         seed=args.seed,
         threads=threads,
+        device=args.torch_device,
     )
 
 
@@ -356,6 +357,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=[2, 1],
         help="one torch loop per value (only the first at N >= --large-n); the first is the "
         "reference of the 'vs torch' ratio",
+    )
+    p.add_argument(
+        "--torch-device", default="cpu", help="where the PyTorch loops run (cuda on a GPU)"
     )
     p.add_argument("--no-peak", action="store_true", help="skip the 2048^2 matmul peak")
     p.add_argument("--out", default="benchmarks/results/cnn_throughput_cpu.json")
@@ -503,6 +507,7 @@ def main(argv=None) -> int:
             "dataset": "random normal 28x28x1 images, uniform random labels (stack_clients)",
             "topology": "ring, one gossip step, dense mixing matrix",
             "torch_threads": args.torch_threads,
+            "torch_device": args.torch_device,
             "command": command_line(argv),
         },
         "machine": info,

@@ -418,6 +418,7 @@ def torch_loop_runner(
     rho: float,
     seed: int,
     threads: int,
+    device: str = "cpu",
 ) -> Runner:
     """One DFedSAM round as the usual PyTorch loop, over clients one after the other.
 
@@ -435,13 +436,18 @@ def torch_loop_runner(
       local_steps, batch_size, lr, rho: K, B, the SGD learning rate and the SAM radius.
       seed: seeds torch and the batch generator.
       threads: ``torch.set_num_threads`` for every round.
+      device: where the model, the states and the data live (``"cuda"`` for the GPU
+        comparison; a round then ends with ``torch.cuda.synchronize()``).
     """
     import torch
     from torch import nn
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # batch indices are drawn on the CPU
+    model = model.to(device)
+    xs = [x.to(device) for x in xs]
+    ys = [y.to(device) for y in ys]
     params = list(model.parameters())
     optimizer = torch.optim.SGD(params, lr=lr)
     criterion = nn.CrossEntropyLoss()
@@ -479,6 +485,7 @@ def torch_loop_runner(
                     idx = torch.randperm(m, generator=gen)[:batch_size]
                 else:
                     idx = torch.randint(m, (batch_size,), generator=gen)
+                idx = idx.to(device)
                 sam_step(x[idx], y[idx])
             states[i] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         with torch.no_grad():
@@ -487,5 +494,7 @@ def torch_loop_runner(
             for i in range(len(states)):
                 pieces = torch.split(mixed[i], numels)
                 states[i] = {k: p.view(s) for k, p, s in zip(names, pieces, shapes, strict=True)}
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     return Runner(name, "torch", step)

@@ -10,7 +10,8 @@ spike from another process hits all of them alike):
 
 * ``jax-<strategy>-<mixing>[-d<D>]``: one jitted function = ``sample_batches`` for all
   clients + ``dfedsam(...).round``; strategy ``vmap`` / ``sequential`` / ``chunked<C>``
-  (client execution), mixing ``dense`` (``[N, N]`` W) or ``sparse`` (``to_sparse(W)``).
+  (client execution), mixing ``dense`` (``[N, N]`` W), ``sparse`` (``to_sparse(W)``) or
+  ``circulant`` (``to_circulant(W)``, what ``gossip="auto"`` picks for a ring).
   Given as ``strategy:mixing[:dD]``; the optional ``dD`` (``dall``: every device) splits the
   clients over D devices (:mod:`fedjax_lab.sharding`: state and data split, mixing
   replicated, batches sampled by a separate jitted function, then ``sharded_round``); without
@@ -25,7 +26,8 @@ JAX devices: ``--cpu-devices D`` asks JAX for D CPU devices (default: one per us
 ``fedjax_lab.execution.use_cpu_cores``) before anything else touches JAX. One CPU device runs
 a round on one core, so the ``dD`` variants are the ones that use several cores. On a GPU or
 TPU machine the accelerators are the devices. The default variants are ``vmap:sparse``,
-``sequential:sparse``, ``chunked:sparse``, ``sequential:sparse:dall``, ``chunked:sparse:dall``.
+``sequential:sparse``, ``chunked:sparse``, ``sequential:sparse:dall``, ``chunked:sparse:dall``
+and ``chunked:circulant:dall`` (the experiment runner's defaults on a CPU).
 
 ``--breakdown`` additionally times the pieces of the JAX round (batch sampling, local
 training per strategy, gossip, one client alone, a pooled-batch matmul bound) to locate
@@ -113,7 +115,12 @@ def jax_setup(num_clients: int, seed: int):
 
 def mixing_for(num_clients: int, kind: str):
     w = ring(num_clients).matrix(0)
-    return gossip_lib.to_sparse(w) if kind == "sparse" else jnp.asarray(w)
+    forms = {
+        "dense": jnp.asarray,
+        "sparse": gossip_lib.to_sparse,
+        "circulant": gossip_lib.to_circulant,
+    }
+    return forms[kind](w)
 
 
 def strategy_kwargs(strategy: str, chunk_size: int) -> dict[str, Any]:
@@ -134,12 +141,13 @@ def parse_variant(spec: str) -> tuple[str, str, int | None]:
     if (
         len(parts) not in (2, 3)
         or parts[0] not in ("vmap", "sequential", "chunked")
-        or parts[1] not in ("dense", "sparse")
+        or parts[1] not in ("dense", "sparse", "circulant")
         or (len(parts) == 3 and not is_device_part(parts[2]))
     ):
         raise ValueError(
             f"Bad variant {spec!r}; expected strategy:mixing[:dD] (strategy vmap|sequential|"
-            "chunked, mixing dense|sparse, D a device count or 'all'), e.g. chunked:sparse:d2."
+            "chunked, mixing dense|sparse|circulant, D a device count or 'all'), e.g. "
+            "chunked:sparse:d2."
         )
     devices = parse_device_part(parts[2], spec) if len(parts) == 3 else 1
     return parts[0], parts[1], devices
@@ -220,6 +228,7 @@ def make_torch_runner(ds, args, num_clients: int) -> Runner:
         rho=args.rho,
         seed=args.seed,
         threads=args.torch_threads,
+        device=args.torch_device,
     )
 
 
@@ -350,14 +359,19 @@ def parse_args(argv=None) -> argparse.Namespace:
             "chunked:sparse",
             "sequential:sparse:dall",
             "chunked:sparse:dall",
+            "chunked:circulant:dall",
         ],
         help="JAX variants as strategy:mixing[:dD] (strategy vmap|sequential|chunked, mixing "
-        "dense|sparse, optional dD: clients split over D devices, dall: every device)",
+        "dense|sparse|circulant, optional dD: clients split over D devices, dall: every "
+        "device)",
     )
     p.add_argument("--chunk-size", type=int, default=10, help="clients per chunk for 'chunked'")
     p.add_argument("--unroll", type=int, default=1, help="lax.scan unroll of the K local steps")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
     p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument(
+        "--torch-device", default="cpu", help="where the PyTorch loop runs (cuda on a GPU)"
+    )
     p.add_argument(
         "--breakdown", action="store_true", help="also time the pieces of the JAX round (1 device)"
     )
@@ -460,6 +474,7 @@ def main(argv=None) -> int:
             "lr": args.lr,
             "rho": args.rho,
             "chunk_size": args.chunk_size,
+            "torch_device": args.torch_device,
             "unroll": args.unroll,
             "cpu_devices": args.cpu_devices,
             "variants": args.variants,
