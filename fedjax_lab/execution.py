@@ -25,8 +25,8 @@ device (each device loops over its own clients) and so is the memory analysis.
 Cores on XLA:CPU: one CPU device runs a round's small per-client matmuls on one core. With
 :func:`use_cpu_cores` (the ``fedjax-lab`` command calls it) JAX exposes one CPU device per
 core, and the experiment runner splits the clients over them (``config.shard_clients``), so
-every core trains its own clients: 1.9x the one-device round on the 2-core machine of
-``benchmarks/README.md``.
+every core trains its own clients: 1.8-1.9x the one-device round of an MLP on the 2-core
+machine of ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
