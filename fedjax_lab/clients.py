@@ -68,7 +68,7 @@ def map_clients(
     """
     validate_strategy(strategy, chunk_size)
 
-    def local(fn, *local_args):
+    def local(*local_args):
         if strategy == "vmap":
             return jax.vmap(fn)(*local_args)
         batch_size = int(chunk_size) if strategy == "chunked" else None
@@ -77,24 +77,25 @@ def map_clients(
     mesh = jax.sharding.get_abstract_mesh()
     devices = client_devices(mesh)
     if devices > 1 and num_clients(args) % devices == 0:
-        return _map_sharded(local, fn, args, mesh)
-    return local(fn, *args)
+        return _map_sharded(local, args, mesh)
+    return local(*args)
 
 
-def _map_sharded(local: Callable[..., Any], fn: Callable[..., Any], args: tuple, mesh: Any):
-    """``local(fn, *args)`` run by every device on its own clients (``jax.shard_map``).
+def _map_sharded(local: Callable[..., Any], args: tuple, mesh: Any):
+    """``local(*args)`` run by every device on its own clients (``jax.shard_map``).
 
-    ``fn`` may close over values that are not split over clients (a global model every
-    client starts from, say); every device reads them whole. Varying-value checks are off
-    (``check_vma=False``): with them on, a gradient taken inside ``fn`` with respect to such
-    a value would be summed over the devices (the transpose of an implicit broadcast),
-    mixing clients. As it is, each client's gradient stays its own (tested against the
-    unsharded map). Differentiating *through* ``map_clients`` from outside with respect to a
-    closed-over value works with ``"vmap"``; JAX 0.10 rejects it with the loop strategies.
+    The mapped function may close over values that are not split over clients (a global
+    model every client starts from, say); every device reads them whole. Varying-value checks
+    are off (``check_vma=False``): with them on, a gradient taken inside the function with
+    respect to such a value would be summed over the devices (the transpose of an implicit
+    broadcast), mixing clients. As it is, each client's gradient stays its own (tested
+    against the unsharded map). Differentiating *through* ``map_clients`` from outside with
+    respect to a closed-over value works with ``"vmap"``; JAX 0.10 rejects it with the loop
+    strategies.
     """
     spec = jax.sharding.PartitionSpec(CLIENT_AXIS)
     return jax.shard_map(
-        lambda *local_args: local(fn, *local_args),
+        local,
         mesh=mesh,
         in_specs=spec,
         out_specs=spec,

@@ -149,22 +149,22 @@ def make_mixing(kind):
     return {None: None, "dense": jnp.asarray(ring), "sparse": gossip.to_sparse(ring)}[kind]
 
 
+def sample_round(algorithm, client_data, t):
+    """Round ``t``'s key and the batches of its cohort (traceable)."""
+    key = jax.random.fold_in(jax.random.key(ROOT_SEED), t)
+    batches = data.sample_batches(
+        client_data,
+        algorithm.cohort(key),
+        jax.random.fold_in(key, DATA_STREAM),
+        LOCAL_STEPS,
+        BATCH_SIZE,
+    )
+    return key, batches
+
+
 def round_inputs(algorithm):
     """Jitted ``(client_data, t) -> (key, batches)`` of round ``t`` (on one device)."""
-
-    @jax.jit
-    def inputs(client_data, t):
-        key = jax.random.fold_in(jax.random.key(ROOT_SEED), t)
-        batches = data.sample_batches(
-            client_data,
-            algorithm.cohort(key),
-            jax.random.fold_in(key, DATA_STREAM),
-            LOCAL_STEPS,
-            BATCH_SIZE,
-        )
-        return key, batches
-
-    return inputs
+    return jax.jit(lambda client_data, t: sample_round(algorithm, client_data, t))
 
 
 def run_rounds(round_fn, inputs, state, mixing, client_data):
@@ -187,14 +187,7 @@ def in_jit_round(algorithm, mesh, params, client_data):
     )
 
     def train_round(state, mixing, client_data, t):
-        key = jax.random.fold_in(jax.random.key(ROOT_SEED), t)
-        batches = data.sample_batches(
-            client_data,
-            algorithm.cohort(key),
-            jax.random.fold_in(key, DATA_STREAM),
-            LOCAL_STEPS,
-            BATCH_SIZE,
-        )
+        key, batches = sample_round(algorithm, client_data, t)
         batches = sharding.constrain(batches, mesh, algorithm.cohort_size)
         return algorithm.round(state, mixing, batches, key)
 
