@@ -95,8 +95,8 @@ def to_circulant(W) -> CirculantMixing | None:
     W = _as_host_matrix(W)
     n = W.shape[0]
     first = W[0]
-    shifted = first[(np.arange(n)[None, :] - np.arange(n)[:, None]) % n]
-    if not np.array_equal(W, shifted):
+    # Circulant iff every row is the previous one shifted right by one (no [N, N] index array).
+    if not np.array_equal(W[1:], np.roll(W[:-1], 1, axis=1)):
         return None
     offsets = tuple(int(o) for o in np.flatnonzero(first))
     return CirculantMixing(
