@@ -3,8 +3,12 @@
 A round of any algorithm is ``state, metrics = algorithm.round(state, mixing, batches, key)``
 over clients stacked on a leading axis. The pieces:
 
-* :mod:`fedjax_lab.algorithms`: FedAvg, FedSAM, DFedAvg, DFedAvgM, DFedSAM, DFedSAM-MGS.
-* :mod:`fedjax_lab.transforms`: optax transformations (SAM).
+* :mod:`fedjax_lab.algorithms`: FedAvg, FedSAM, FedSpeed, DFedAvg, DFedAvgM, DFedSAM,
+  DFedSAM-MGS, each a composition of pieces (:func:`fedjax_lab.algorithms.compose`).
+* :mod:`fedjax_lab.transforms`: optax transformations (SAM, proximal pull).
+* :mod:`fedjax_lab.partition`: shared and personal parts of a model;
+  :mod:`fedjax_lab.gradients`: gradient hooks of local training;
+  :mod:`fedjax_lab.randomness`: the random streams of a run.
 * :mod:`fedjax_lab.topology` and :mod:`fedjax_lab.gossip`: mixing matrices and gossip.
 * :mod:`fedjax_lab.clients` and :mod:`fedjax_lab.local`: mapping over clients, local steps.
 * :mod:`fedjax_lab.data`, :mod:`fedjax_lab.models`, :mod:`fedjax_lab.metrics`.
@@ -20,17 +24,28 @@ from fedjax_lab import data
 from fedjax_lab import execution
 from fedjax_lab import experiment
 from fedjax_lab import gossip
+from fedjax_lab import gradients
 from fedjax_lab import local
 from fedjax_lab import metrics
 from fedjax_lab import models
 from fedjax_lab import objectives
-from fedjax_lab import plotting
+from fedjax_lab import partition
+from fedjax_lab import randomness
 from fedjax_lab import records
 from fedjax_lab import sharding
 from fedjax_lab import topology
 from fedjax_lab import transforms
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # matplotlib is imported only when plots are asked for.
+    if name == "plotting":
+        import importlib
+
+        return importlib.import_module("fedjax_lab.plotting")
+    raise AttributeError(f"module 'fedjax_lab' has no attribute {name!r}")
 
 __all__ = (
     "algorithms",
@@ -41,11 +56,14 @@ __all__ = (
     "execution",
     "experiment",
     "gossip",
+    "gradients",
     "local",
     "metrics",
     "models",
     "objectives",
+    "partition",
     "plotting",
+    "randomness",
     "records",
     "sharding",
     "topology",

@@ -1,10 +1,16 @@
-"""The ``fedjax-lab`` command: ``list`` what is available, ``run`` an experiment, ``plot``."""
+"""The ``fedjax-lab`` command: ``list`` what is available, ``config`` to print a resolved
+config with its comments, ``run`` an experiment, ``plot`` runs or topologies.
+
+Every error a user can cause ends in one line on stderr (exit status 2), never a traceback;
+set ``FEDJAX_LAB_TRACEBACK=1`` to see the traceback of an unexpected one.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+import os
 import pathlib
 import sys
 
@@ -26,7 +32,7 @@ _FLAG_KEYS = {
     "rounds": int,
     "seed": int,
 }
-_FLAG_TO_KEY = {"clients": "num_clients"}
+_FLAG_TO_KEY = {"clients": "num_clients", "topology": "communication.topology"}
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -40,6 +46,9 @@ def _list(args: argparse.Namespace) -> int:
     }
     for title, names in sections.items():
         print(f"{title}: {', '.join(names)}")
+    print()
+    for name in registry.available_algorithms():
+        print(f"  {name:<12} {registry.spec(name).summary}")
     return 0
 
 
@@ -83,13 +92,23 @@ def _start_jax(args: argparse.Namespace) -> None:
         )
 
 
-def _run(args: argparse.Namespace) -> int:
-    _start_jax(args)
+def _config_from_args(args: argparse.Namespace):
+    """The base config with the flags and ``--set`` overrides applied, resolved."""
     flags = {
         _FLAG_TO_KEY.get(f, f): getattr(args, f) for f in _FLAG_KEYS if getattr(args, f) is not None
     }
-    config = config_lib.update(_base_config(args), **flags)
-    config = config_lib.apply_overrides(config, args.set or [])
+    config = config_lib.update(_base_config(args), flags)
+    return config_lib.resolve(config_lib.apply_overrides(config, args.set or []))
+
+
+def _config(args: argparse.Namespace) -> int:
+    print(config_lib.describe(_config_from_args(args)), end="")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    _start_jax(args)
+    config = _config_from_args(args)
     workdir = args.workdir or (
         f"runs/{config.algorithm}_{config.dataset}_"
         f"{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -134,21 +153,31 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", help="run an experiment (defaults: DFedSAM on digits over a ring)"
     )
-    run.add_argument("--config", help="a Python config file with get_config() (experiments/)")
-    for flag, kind in _FLAG_KEYS.items():
-        run.add_argument(f"--{flag}", type=kind, help=f"config key {_FLAG_TO_KEY.get(flag, flag)}")
-    run.add_argument(
-        "--workdir", help="where the run is recorded (default: runs/<algorithm>_<dataset>_<time>)"
+    show = commands.add_parser(
+        "config", help="print the resolved config of a run, with the meaning of every key"
     )
-    run.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override any config key (repeatable)",
-    )
-    run.add_argument(
-        "--resume", action="store_true", help="continue the run in --workdir from its checkpoint"
-    )
+    for sub in (run, show):
+        sub.add_argument("--config", help="a Python config file with get_config() (experiments/)")
+        for flag, kind in _FLAG_KEYS.items():
+            sub.add_argument(
+                f"--{flag}", type=kind, help=f"config key {_FLAG_TO_KEY.get(flag, flag)}"
+            )
+        sub.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override any config key, dotted for sections: local.steps=5 (repeatable)",
+        )
+        sub.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the run in --workdir from its checkpoint",
+        )
+        sub.add_argument(
+            "--workdir",
+            help="where the run is recorded (default: runs/<algorithm>_<dataset>_<time>)",
+        )
+    show.set_defaults(func=_config)
     run.add_argument(
         "--overwrite", action="store_true", help="replace a run already recorded in --workdir"
     )
@@ -175,16 +204,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        print(f"fedjax-lab: error: {error}", file=sys.stderr)
-        return 2
     except FloatingPointError as error:
-        print(f"fedjax-lab: stopped: {error}", file=sys.stderr)
+        print(f"fedjax-lab: stopped: {_one_line(error)}", file=sys.stderr)
         return 3
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, ImportError, MemoryError) as error:
+        print(f"fedjax-lab: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # pylint: disable=broad-except
+        if os.environ.get("FEDJAX_LAB_TRACEBACK"):
+            raise
+        print(
+            f"fedjax-lab: error: {type(error).__name__}: {_one_line(error)} "
+            "(FEDJAX_LAB_TRACEBACK=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -141,3 +141,13 @@ def client_mean(tree: Any) -> Any:
 def client_keys(key: jax.Array, client_ids: jax.Array) -> jax.Array:
     """One PRNG key per client: ``fold_in(key, client_id)`` for each id."""
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, client_ids)
+
+
+def gather(tree: Any, client_ids: jax.Array) -> Any:
+    """The rows of ``client_ids`` of every leaf of a population's state ``[N, ...]``."""
+    return jax.tree.map(lambda x: x[client_ids], tree)
+
+
+def scatter(tree: Any, client_ids: jax.Array, rows: Any) -> Any:
+    """``tree`` with the rows of ``client_ids`` replaced by ``rows`` (the inverse of gather)."""
+    return jax.tree.map(lambda x, r: x.at[client_ids].set(r), tree, rows)

@@ -1,77 +1,225 @@
-"""The experiment configuration: every value that changes a run's results.
+"""The experiment configuration: every value that changes a run's results, in sections.
 
-:func:`get_config` returns the defaults (DFedSAM on scikit-learn's digits, Dirichlet(0.3)
-label skew, ring of 100 clients; about two minutes on a 2-core CPU). Overrides come as
-``key=value`` strings (:func:`apply_overrides`); values are parsed to the type of the default,
-and an unknown key is an error that names the closest known keys.
+The config is an ``ml_collections.ConfigDict`` with a few top-level keys (what to run) and
+one section per concern::
+
+  data           partition, label skew, per-client test sets, TFDS directory
+  local          local steps, batch size, learning rate and its decay, momentum
+  sam            SAM radius and variant
+  server         cohort size, server optimizer and learning rate
+  communication  topology, gossip steps, update order, mixing form
+  execution      client strategy, sharding, memory budget
+
+plus the section of the chosen algorithm, if it has one (``fedspeed``, say), declared in
+the algorithm's own module. Every key is declared once, with its default and a comment,
+as a :class:`Field`; ``fedjax-lab config --algorithm NAME`` prints them.
+
+Keys whose default depends on something else start as ``None`` and are filled in by
+:func:`resolve` (the dataset's own partition, the algorithm's gossip steps, 10% of the
+clients per round...), so a run's ``config.json`` holds the values it really used. A key
+that stays ``None`` after resolution does not apply (``communication.topology_p`` on a ring).
+
+Overrides come as dotted ``key=value`` strings (:func:`apply_overrides`, ``--set`` on the
+command line, e.g. ``server.learning_rate=0.5``); values are parsed to the key's declared
+type, and an unknown key is an error that names the closest known keys.
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib.util
 import os
 import pathlib
-from typing import Iterable
+from typing import Any, Iterable, NamedTuple
 
 import ml_collections
 
+from fedjax_lab import validation
 
-def get_config() -> ml_collections.ConfigDict:
-    """The default configuration (each field commented)."""
-    c = ml_collections.ConfigDict()
-    # What to run.
-    c.algorithm = "dfedsam"  # fedjax-lab list shows the choices
-    c.dataset = "digits"
-    c.model = "mlp"
-    c.topology = "ring"  # decentralized algorithms only
-    c.num_clients = 100
-    c.rounds = 200
-    c.seed = 0  # model init, client sampling, batches
-    # Data.
-    c.data_seed = 0  # own seed of the partition, test splits and random topologies
-    c.partition = ""  # "" = the dataset's own default (dirichlet for digits)
-    c.alpha = 0.3  # Dirichlet concentration of the label skew
-    c.classes_per_client = 2  # pathological partition
-    c.test_examples_per_client = 100
-    c.synthetic_alpha = 1.0  # FedProx synthetic(alpha, beta)
-    c.synthetic_beta = 1.0
-    c.data_dir = ""  # TFDS data directory; "" = $TFDS_DATA_DIR or TFDS's default
-    # Local training.
-    c.local_steps = 10  # K
-    c.batch_size = 32
-    c.learning_rate = 0.1
-    c.lr_decay = 0.998  # local updates scaled by lr_decay ** round
-    c.momentum = 0.9  # dfedavgm only
-    c.rho = 0.05  # SAM radius (fedsam, dfedsam, dfedsam_mgs)
-    c.adaptive_sam = False  # ASAM instead of SAM
-    # Communication.
-    c.gossip_steps = 0  # Q; 0 = the algorithm's default (1, or 4 for dfedsam_mgs)
-    c.order = "train_then_gossip"  # or "gossip_then_train" (released DFedSAM code)
-    # "dense", "sparse" or "auto": sparse when W is < 10% nonzero, in the circulant form
-    # (gossip.CirculantMixing) when W is also circulant and static.
-    c.gossip = "auto"
-    c.topology_p = 0.0  # erdos_renyi edge probability; 0 = topology default
-    c.topology_k = 0  # random_in_neighbours k; 0 = topology default
-    c.clients_per_round = 10  # server-based algorithms: m of N each round
-    c.server_learning_rate = 1.0
-    # Execution.
-    c.strategy = (
-        "auto"  # "auto" (per backend, within the memory budget), "vmap", "chunked", "sequential"
-    )
-    c.chunk_size = 0  # clients per chunk for "chunked"
-    # Split the client axis over all devices (jax.devices()): "yes", "no", or "auto" (when
-    # there are several devices and the cohort divides evenly between them).
-    c.shard_clients = "auto"
-    c.memory_budget_gb = 0.0  # for "auto"; 0 = 80% of the device's (or host's) memory
-    c.unroll = 1  # lax.scan unroll of the local steps
-    c.eval_every = 10  # rounds between evaluations (the last round always)
-    c.progress = True  # show a progress bar
-    # Checkpoints (orbax) in <workdir>/checkpoints.
-    c.checkpoint_every = 50  # rounds between checkpoints (and the last); 0 = no checkpoints
-    c.keep_checkpoints = 3  # how many of the newest checkpoints to keep
-    return c
+
+class Field(NamedTuple):
+    """One config key: its dotted name, default, type and what it means."""
+
+    key: str
+    default: Any
+    help: str
+    type: type | None = None  # for a None default; else type(default)
+
+    @property
+    def kind(self) -> type:
+        return self.type if self.type is not None else type(self.default)
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("algorithm", "dfedsam", "fedjax-lab list shows the choices"),
+    Field("dataset", "digits", "digits, synthetic, or a TFDS dataset"),
+    Field("model", "mlp", "mlp, fedavg_cnn, emnist_cnn, resnet18, vgg11"),
+    Field("num_clients", 100, "N, the client population"),
+    Field("rounds", 200, "communication rounds"),
+    Field("seed", 0, "model init, client sampling, batches, local training"),
+    Field("eval_every", 10, "rounds between evaluations (the last round always)"),
+    Field("progress", True, "show a progress bar"),
+    Field("checkpoint_every", 50, "rounds between checkpoints (and the last); 0 = none"),
+    Field("keep_checkpoints", 3, "how many of the newest checkpoints to keep"),
+    Field("data.seed", 0, "own seed of the partition, test splits and random topologies"),
+    Field("data.partition", None, "None = the dataset's default (dirichlet for digits)", str),
+    Field("data.alpha", 0.3, "Dirichlet concentration of the label skew"),
+    Field("data.classes_per_client", 2, "classes per client of the pathological partition"),
+    Field("data.test_examples_per_client", 100, "size of each client's test split"),
+    Field("data.synthetic_alpha", 1.0, "FedProx synthetic(alpha, beta): model heterogeneity"),
+    Field("data.synthetic_beta", 1.0, "FedProx synthetic(alpha, beta): data heterogeneity"),
+    Field("data.data_dir", None, "TFDS data directory; None = $TFDS_DATA_DIR or TFDS's", str),
+    Field("local.steps", 10, "K, local steps per round"),
+    Field("local.batch_size", 32, "examples per local step"),
+    Field("local.learning_rate", 0.1, "local SGD step size"),
+    Field("local.lr_decay", 0.998, "local updates scaled by lr_decay ** round"),
+    Field("local.momentum", None, "heavy-ball momentum, reset every round (0.9 for dfedavgm)", float),
+    Field("sam.rho", None, "SAM radius; None = the algorithm's (0.05; 0.1 for fedspeed)", float),
+    Field("sam.adaptive", False, "ASAM instead of SAM"),
+    Field("server.clients_per_round", None, "m of N each round; None = 10% of N, at least 1", int),
+    Field("server.optimizer", "sgd", "server update of the mean client update: sgd, adam, yogi, adagrad"),
+    Field("server.learning_rate", 1.0, "server step size (1.0 with sgd = plain FedAvg)"),
+    Field("communication.topology", "ring", "decentralized algorithms: fedjax-lab list shows them"),
+    Field("communication.gossip_steps", None, "Q; None = the algorithm's (1; 4 for dfedsam_mgs)", int),
+    Field("communication.order", "train_then_gossip", "or gossip_then_train (released DFedSAM code)"),
+    Field("communication.form", "auto", "dense, sparse, or auto (sparse below 10% nonzero, circulant if static)"),
+    Field("communication.topology_p", None, "erdos_renyi edge probability; None = 3 ln(N) / N", float),
+    Field("communication.topology_k", None, "random_in_neighbours in-degree; None = min(10, N - 1)", int),
+    Field("execution.strategy", "auto", "auto (per backend, in the memory budget), vmap, chunked, sequential"),
+    Field("execution.chunk_size", None, "clients per chunk of the chunked strategy", int),
+    Field("execution.shard_clients", "auto", "split clients over devices: yes, no, auto (when they divide)"),
+    Field("execution.memory_budget_gb", None, "for auto; None = 80% of the device (or host) memory", float),
+    Field("execution.unroll", 1, "lax.scan unroll of the local steps"),
+)
+
+SECTIONS = ("data", "local", "sam", "server", "communication", "execution")
+# Keys that may change between an interrupted run and its resumption.
+RESUMABLE_KEYS = ("progress",)
+
+
+def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    *sections, leaf = key.split(".")
+    for section in sections:
+        if section not in config:
+            config[section] = ml_collections.ConfigDict()
+        config = config[section]
+    config[leaf] = value
+
+
+def _algorithm_fields(name: str) -> tuple[Field, ...]:
+    from fedjax_lab.algorithms import registry  # the registry builds on this module
+
+    return registry.spec(name).fields if name in registry.available_algorithms() else ()
+
+
+def fields_of(config: ml_collections.ConfigDict) -> dict[str, Field]:
+    """Every declared key of ``config`` (the base ones and its algorithm's), by dotted name."""
+    return {f.key: f for f in FIELDS + _algorithm_fields(config.algorithm)}
+
+
+def get_config(algorithm: str | None = None) -> ml_collections.ConfigDict:
+    """The default configuration, for ``algorithm`` (default ``"dfedsam"``), unresolved."""
+    config = ml_collections.ConfigDict()
+    for f in FIELDS:
+        _set(config, f.key, f.default)
+    if algorithm is not None:
+        config = with_algorithm(config, algorithm)
+    return config
+
+
+def with_algorithm(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """``config`` for algorithm ``name``: its section added with defaults if missing."""
+    from fedjax_lab.algorithms import registry
+
+    validation.check_name("algorithm", name, registry.available_algorithms())
+    config = copy(config)
+    config.algorithm = name
+    for f in _algorithm_fields(name):
+        if _lookup(config, f.key, missing=True):
+            _set(config, f.key, f.default)
+    return config
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str, missing: bool = False) -> Any:
+    """``config[a][b]`` for ``"a.b"``; with ``missing=True``, whether it is absent."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return True if missing else None
+        node = node[part]
+    return False if missing else node
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}``."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+            flat.update(flatten(dict(value), f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A deep copy that accepts any type at keys that hold None (ml_collections would fix it)."""
+    fresh = ml_collections.ConfigDict()
+    for key, value in flatten(config.to_dict()).items():
+        _set(fresh, key, value)
+    return fresh
+
+
+def check_key(config: ml_collections.ConfigDict, key: str) -> Field:
+    """The field of dotted ``key``; a ValueError naming the closest keys if it is unknown."""
+    known = fields_of(config)
+    if key not in known:
+        suffix = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+        error = validation.unknown_name_error("config key", key, known, show=0)
+        if suffix and not str(error).count("Did you mean"):
+            error = ValueError(f"{error} Did you mean {', '.join(map(repr, suffix))}?")
+        raise error
+    return known[key]
+
+
+def _check_type(field: Field, value: Any) -> Any:
+    kind = field.kind
+    if value is None and field.default is None:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(
+            f"Expected a value of type {kind.__name__} for {field.key!r}, got {value!r}."
+        )
+    return value
+
+
+def update(config: ml_collections.ConfigDict, values: dict | None = None, **kwargs) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with typed values set; keys may be dotted or nested dicts.
+
+    ``update(c, num_clients=10, local={"steps": 2})`` and
+    ``update(c, {"local.steps": 2})`` set the same keys. Setting ``algorithm`` adds that
+    algorithm's section first, so its keys can be set in the same call.
+    """
+    flat = flatten({**(values or {}), **kwargs})
+    config = copy(config)
+    if "algorithm" in flat:
+        config = with_algorithm(config, flat.pop("algorithm"))
+    for key, value in flat.items():
+        field = check_key(config, key)
+        _set(config, key, _check_type(field, value))
+    return config
+
+
+def from_dict(values: dict) -> ml_collections.ConfigDict:
+    """The default config updated with ``values`` (such as a run's ``config.json``).
+
+    Every key must be a known one; keys left out (added after the run was made, say) keep
+    their defaults.
+    """
+    values = dict(values)
+    algorithm = values.pop("algorithm", FIELDS[0].default)
+    return update(get_config(algorithm), values)
 
 
 def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -87,70 +235,96 @@ def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     return from_dict(module.get_config().to_dict())
 
 
-def from_dict(values: dict) -> ml_collections.ConfigDict:
-    """The default config updated with ``values`` (such as a run's ``config.json``).
-
-    Every key must be a known one; keys left out keep their defaults.
-    """
-    return update(get_config(), **values)
-
-
-def _parse(key: str, text: str, default):
-    if isinstance(default, bool):
+def _parse(field: Field, text: str) -> Any:
+    kind, key = field.kind, field.key
+    if field.default is None and text.strip().lower() == "none":
+        return None
+    if kind is bool:
         lowered = text.strip().lower()
         if lowered in ("true", "1", "yes"):
             return True
         if lowered in ("false", "0", "no"):
             return False
         raise ValueError(f"Expected a boolean for {key!r}, got {text!r}.")
-    if isinstance(default, (int, float)):
+    if kind in (int, float):
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            raise ValueError(
-                f"Expected a value of type {type(default).__name__} for {key!r}, got {text!r}."
-            ) from None
+            value = None
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
-            or (isinstance(default, int) and not isinstance(value, int))
+            or (kind is int and not isinstance(value, int))
         ):
-            raise ValueError(
-                f"Expected a value of type {type(default).__name__} for {key!r}, got {text!r}."
-            )
-        return type(default)(value)
+            raise ValueError(f"Expected a value of type {kind.__name__} for {key!r}, got {text!r}.")
+        return kind(value)
     return text
-
-
-def check_key(config: ml_collections.ConfigDict, key: str) -> None:
-    """Raises ValueError naming the closest known keys when ``key`` is not in ``config``."""
-    if key not in config:
-        close = difflib.get_close_matches(key, list(config.keys()), n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
-            f"Unknown config key {key!r}.{hint} Known keys: {', '.join(sorted(config.keys()))}."
-        )
 
 
 def apply_overrides(
     config: ml_collections.ConfigDict, overrides: Iterable[str]
 ) -> ml_collections.ConfigDict:
-    """Returns a copy of ``config`` with ``key=value`` overrides applied."""
-    config = ml_collections.ConfigDict(config.to_dict())
+    """Returns a copy of ``config`` with dotted ``key=value`` overrides applied."""
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"Expected an override of the form key=value, got {item!r}.")
-        check_key(config, key)
-        config[key] = _parse(key, text, config[key])
+        if key == "algorithm":
+            config = with_algorithm(config, text.strip())
+            continue
+        config = update(config, {key: _parse(check_key(config, key), text)})
     return config
 
 
-def update(config: ml_collections.ConfigDict, **values) -> ml_collections.ConfigDict:
-    """Returns a copy of ``config`` with typed values set (keys checked)."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    for key, value in values.items():
-        check_key(config, key)
-        config[key] = value
-    return config
+def default_clients_per_round(num_clients: int) -> int:
+    """10% of the clients, at least one: the seed papers' participation."""
+    return max(1, num_clients // 10)
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` with every dependent default filled in: what a run really uses.
+
+    Fills the dataset's default partition, the algorithm's defaults of shared keys (its
+    gossip steps and momentum), ``server.clients_per_round`` (10% of N) and the defaults
+    of the chosen topology's parameters. Explicit values are kept; resolving twice changes
+    nothing.
+    """
+    from fedjax_lab import data
+    from fedjax_lab import topology
+    from fedjax_lab.algorithms import registry
+
+    c = with_algorithm(config, config.algorithm)
+    spec = registry.spec(c.algorithm)
+    filled: dict[str, Any] = {
+        "local.momentum": 0.0,
+        "sam.rho": 0.05,
+        "communication.gossip_steps": 1,
+    }
+    filled.update(spec.defaults)
+    filled["data.partition"] = data.default_partition(c.dataset)
+    filled["server.clients_per_round"] = default_clients_per_round(c.num_clients)
+    if c.communication.topology == "erdos_renyi":
+        filled["communication.topology_p"] = topology.default_erdos_renyi_p(c.num_clients)
+    if c.communication.topology == "random_in_neighbours":
+        filled["communication.topology_k"] = min(10, max(c.num_clients - 1, 1))
+    return update(c, {k: v for k, v in filled.items() if _lookup(c, k) is None})
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+    """The config as commented ``key = value`` lines: top-level keys, then each section."""
+    known = fields_of(config)
+    flat = flatten(config.to_dict())
+    heads = [None, *SECTIONS] + sorted({k.split(".")[0] for k in flat if "." in k} - set(SECTIONS))
+    lines = []
+    for head in heads:
+        keys = [k for k in flat if (k.split(".")[0] if "." in k else None) == head]
+        if not keys:
+            continue
+        if head is not None:
+            lines.append(f"\n[{head}]")
+        for key in keys:
+            name = key.split(".", 1)[1] if head else key
+            note = f"  # {known[key].help}" if key in known else ""
+            lines.append(f"{name} = {flat[key]!r}{note}")
+    return "\n".join(lines).strip() + "\n"

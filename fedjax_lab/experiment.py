@@ -5,18 +5,19 @@ workdir receives
 
 * ``config.json``: the full resolved config, written before the first round;
 * ``metrics.jsonl``: one JSON object per evaluated round (``round``, ``test_accuracy``,
-  ``averaged_model_accuracy``, ``train_loss``, ``consensus_distance``,
-  ``bytes_communicated`` so far), appended and flushed as the run goes;
+  ``averaged_model_accuracy``, ``consensus_distance``, ``bytes_communicated`` so far, and
+  every metric the algorithm's round returns, ``train_loss`` and ``models_sent`` among
+  them, plus those of its host hook), appended and flushed as the run goes;
 * ``tensorboard/``: the same metrics as TensorBoard event files;
 * ``checkpoints/<round>``: the whole experiment state (algorithm state with every per-client
-  state, root PRNG key, bytes communicated) every ``checkpoint_every`` rounds and at the end,
+  state, root PRNG key, bytes communicated, the host hook's state) every ``checkpoint_every`` rounds and at the end,
   the newest ``keep_checkpoints`` kept;
 * ``summary.json``: the final metrics and a sha256 fingerprint of the final parameters,
   written atomically at the end.
 
-Randomness: round ``t`` uses ``fold_in(root, t)`` where ``root`` comes from ``config.seed``
-(batch sampling, client sampling and local training all derive from it); the data partition
-uses ``config.data_seed``. A run resumed from a checkpoint therefore continues exactly as
+Randomness: round ``t`` uses ``fold_in(root, t)`` where ``root`` comes from ``config.seed``;
+batch sampling, client sampling, local training and privacy noise are its streams
+(:mod:`fedjax_lab.randomness`); the data partition uses ``config.data.seed``. A run resumed from a checkpoint therefore continues exactly as
 the uninterrupted run would have, and ends with the same parameter fingerprint.
 """
 
@@ -48,14 +49,13 @@ from fedjax_lab import gossip as gossip_lib
 from fedjax_lab import metrics as metrics_lib
 from fedjax_lab import models
 from fedjax_lab import objectives
+from fedjax_lab import randomness
 from fedjax_lab import records
 from fedjax_lab import sharding
 from fedjax_lab import topology as topology_lib
 from fedjax_lab.algorithms import base
 from fedjax_lab.algorithms import registry
 
-DATA_STREAM = 2  # beside base.COHORT_STREAM and base.TRAIN_STREAM
-INIT_STREAM = 3
 GOSSIP_MODES = ("auto", "dense", "sparse")
 SHARD_MODES = ("auto", "yes", "no")
 
@@ -72,41 +72,47 @@ def params_fingerprint(tree: Any) -> str:
 
 
 def _check_config(c: ml_collections.ConfigDict) -> None:
-    positive = (
-        "num_clients",
-        "rounds",
-        "local_steps",
-        "batch_size",
-        "eval_every",
-        "keep_checkpoints",
-    )
-    for key in positive:
-        if c[key] < 1:
-            raise ValueError(f"Expected config.{key} >= 1, got {c[key]!r}.")
-    if not c.learning_rate > 0:
-        raise ValueError(f"Expected config.learning_rate > 0, got {c.learning_rate!r}.")
-    if c.strategy != "auto":
-        clients.validate_strategy(c.strategy, c.chunk_size or None)
-    if c.shard_clients not in SHARD_MODES:
+    positive = {
+        "num_clients": c.num_clients,
+        "rounds": c.rounds,
+        "eval_every": c.eval_every,
+        "keep_checkpoints": c.keep_checkpoints,
+        "local.steps": c.local.steps,
+        "local.batch_size": c.local.batch_size,
+        "communication.gossip_steps": c.communication.gossip_steps,
+        "server.clients_per_round": c.server.clients_per_round,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"Expected config.{key} >= 1, got {value!r}.")
+    if c.server.clients_per_round > c.num_clients:
         raise ValueError(
-            f"Unknown config.shard_clients {c.shard_clients!r}; expected one of {SHARD_MODES}."
+            f"Expected config.server.clients_per_round <= num_clients={c.num_clients}, got "
+            f"{c.server.clients_per_round}."
         )
-    if c.memory_budget_gb < 0:
+    if not c.local.learning_rate > 0:
+        raise ValueError(f"Expected config.local.learning_rate > 0, got {c.local.learning_rate!r}.")
+    if c.execution.strategy != "auto":
+        clients.validate_strategy(c.execution.strategy, c.execution.chunk_size)
+    if c.execution.shard_clients not in SHARD_MODES:
         raise ValueError(
-            f"Expected config.memory_budget_gb >= 0 (0 = 80% of the device), "
-            f"got {c.memory_budget_gb}."
+            f"Unknown config.execution.shard_clients {c.execution.shard_clients!r}; expected one "
+            f"of {SHARD_MODES}."
         )
-    if c.gossip not in GOSSIP_MODES:
-        raise ValueError(f"Unknown config.gossip {c.gossip!r}; expected one of {GOSSIP_MODES}.")
+    budget = c.execution.memory_budget_gb
+    if budget is not None and not budget > 0:
+        raise ValueError(
+            f"Expected config.execution.memory_budget_gb > 0 (None = 80% of the device), "
+            f"got {budget}."
+        )
+    if c.communication.form not in GOSSIP_MODES:
+        raise ValueError(
+            f"Unknown config.communication.form {c.communication.form!r}; expected one of "
+            f"{GOSSIP_MODES}."
+        )
     if c.checkpoint_every < 0:
         raise ValueError(
             f"Expected config.checkpoint_every >= 0 (0 = no checkpoints), got {c.checkpoint_every}."
-        )
-    if c.chunk_size < 0 or c.gossip_steps < 0 or c.topology_k < 0 or c.topology_p < 0:
-        raise ValueError(
-            "Expected chunk_size, gossip_steps, topology_k and topology_p >= 0 "
-            "(0 selects the default), got "
-            f"{c.chunk_size}, {c.gossip_steps}, {c.topology_k}, {c.topology_p}."
         )
 
 
@@ -114,23 +120,20 @@ class _Mixing:
     """The mixing matrix of each round, in the configured dense or sparse form."""
 
     def __init__(self, c: ml_collections.ConfigDict):
+        comm = c.communication
         self.topology = topology_lib.make_topology(
-            c.topology,
-            c.num_clients,
-            seed=c.data_seed,
-            p=c.topology_p or None,
-            k=c.topology_k or None,
+            comm.topology, c.num_clients, seed=c.data.seed, p=comm.topology_p, k=comm.topology_k
         )
         first = self.topology.matrix(0)
         sparse = {"dense": False, "sparse": True, "auto": gossip_lib.is_sparse_worthwhile(first)}[
-            c.gossip
+            comm.form
         ]
         self._max_degree = int(np.max(np.sum(first != 0, axis=1))) if sparse else None
         self._static = None
         if not self.topology.time_varying:
             # "auto" prefers the circulant form where it applies: same result, and with
             # clients split over devices a shift moves only the boundary clients.
-            circulant = gossip_lib.to_circulant(first) if c.gossip == "auto" and sparse else None
+            circulant = gossip_lib.to_circulant(first) if comm.form == "auto" and sparse else None
             self._static = circulant or self._convert(first)
 
     def _convert(self, w: np.ndarray) -> Any:
@@ -145,8 +148,20 @@ class _Mixing:
 
 
 _RUN_ENTRIES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard")
-# Keys that may change between an interrupted run and its resumption.
-_RESUMABLE_KEYS = ("progress",)
+
+
+def _config_differences(stored: dict, given: dict) -> list[str]:
+    """Keys of a stored run's config whose value differs in ``given`` (dotted).
+
+    Keys absent from the stored config (added to the library after the run was made) take
+    their defaults and are not differences.
+    """
+    stored, given = config_lib.flatten(stored), config_lib.flatten(given)
+    return sorted(
+        f"{k}: stored {stored[k]!r}, given {given.get(k)!r}"
+        for k in stored
+        if k not in config_lib.RESUMABLE_KEYS and stored[k] != given.get(k)
+    )
 
 
 def _prepare_workdir(
@@ -159,23 +174,13 @@ def _prepare_workdir(
     if resume:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"Nothing to resume: {path} holds no config.json.")
-        stored = json.loads((path / "config.json").read_text())
-        given = config.to_dict()
-        differ = sorted(
-            k
-            for k in set(stored) | set(given)
-            if k not in _RESUMABLE_KEYS and stored.get(k) != given.get(k)
-        )
+        differ = _config_differences(json.loads((path / "config.json").read_text()), config.to_dict())
         if differ:
-            details = ", ".join(
-                f"{k}: stored {stored.get(k)!r}, given {given.get(k)!r}" for k in differ
-            )
             raise ValueError(
-                f"The config differs from the run in {path} ({details}); resume it "
+                f"The config differs from the run in {path} ({', '.join(differ)}); resume it "
                 "with the stored config or start a new run elsewhere."
             )
-        return path
-    if existing and not overwrite:
+    elif existing and not overwrite:
         raise FileExistsError(
             f"{path} already holds a run ({', '.join(existing)}); resume it, choose another "
             "workdir, or overwrite it (--resume, --workdir, --overwrite)."
@@ -183,10 +188,12 @@ def _prepare_workdir(
     # Every process has checked the workdir before the first one changes it.
     _sync_processes("fedjax_lab:workdir_checked")
     if jax.process_index() == 0:
-        for name in existing:
-            entry = path / name
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        path.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for name in existing:
+                entry = path / name
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            path.mkdir(parents=True, exist_ok=True)
+        # On resume this completes a config.json that predates newer keys.
         _write_json_atomic(path / "config.json", config.to_dict())
     _sync_processes("fedjax_lab:workdir_ready")
     return path
@@ -205,17 +212,27 @@ def _host_value(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _host_scalars(metrics: dict[str, Any]) -> dict[str, float | int]:
+    """A round's metrics as Python numbers (ints stay ints)."""
+    out = {}
+    for key, value in metrics.items():
+        value = _host_value(value)
+        out[key] = int(value) if np.issubdtype(value.dtype, np.integer) else float(value)
+    return out
+
+
 def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
-def _checkpoint_tree(state: Any, root: jax.Array, bytes_sent: int) -> dict[str, Any]:
+def _checkpoint_tree(state: Any, root: jax.Array, bytes_sent: int, host: Any) -> dict[str, Any]:
     return {
         "state": state,
         "rng": np.asarray(jax.random.key_data(root)),
         "bytes_communicated": np.asarray(bytes_sent, np.int64),
+        "host": host,
     }
 
 
@@ -224,15 +241,15 @@ class Experiment:
     """Everything a run is built from, ready to step by hand (in a notebook, say).
 
     Attributes:
-      config: the config it was built from.
+      config: the resolved config it was built from.
       dataset: the federated dataset (train and per-client test arrays).
       model: the flax module; ``apply_fn(params, x)`` gives logits.
       algorithm: the federated algorithm.
       topology: the topology of a decentralized algorithm, else None.
-      execution: how clients are executed (``config.strategy``, or what "auto" chose).
+      execution: how clients are executed (``config.execution.strategy``, or what "auto" chose).
       root: the root PRNG key (from ``config.seed``); round t uses ``fold_in(root, t)``.
       initial_state: the algorithm state before the first round.
-      model_bytes: bytes of one model, for communication accounting.
+      message_bytes: bytes of one message of each counted kind (``Algorithm.message_bytes``).
     """
 
     config: ml_collections.ConfigDict
@@ -243,7 +260,7 @@ class Experiment:
     execution: execution.ExecutionPlan
     root: jax.Array
     initial_state: Any
-    model_bytes: int
+    message_bytes: dict[str, int]
     _mixing: Any
     _train_round: Any
     _evaluate: Any
@@ -262,114 +279,148 @@ class Experiment:
         results = self._evaluate(state, self.dataset.test)
         return {k: float(_host_value(v)) for k, v in results.items()}
 
+    def bytes_sent(self, round_metrics: dict[str, float | int]) -> int:
+        """The bytes one round sent: its message counts times the bytes of each message."""
+        return sum(int(round_metrics[k]) * size for k, size in self.message_bytes.items())
+
 
 def _client_mesh(c: ml_collections.ConfigDict, cohort_size: int) -> jax.sharding.Mesh | None:
-    """The mesh to split the clients over, or None (``config.shard_clients``)."""
-    if c.shard_clients == "no":
+    """The mesh to split the clients over, or None (``config.execution.shard_clients``)."""
+    mode = c.execution.shard_clients
+    if mode == "no":
         return None
     devices = jax.device_count()
-    if c.shard_clients == "auto" and (
-        devices == 1 or c.num_clients % devices or cohort_size % devices
-    ):
+    if mode == "auto" and (devices == 1 or c.num_clients % devices or cohort_size % devices):
         return None
     return sharding.client_mesh()
 
 
-def build(config: ml_collections.ConfigDict) -> Experiment:
-    """Builds the data, model, algorithm and jitted round of ``config`` (no files written)."""
-    c = config
-    _check_config(c)
-    dataset = data_lib.make_federated_dataset(
+def _dataset(c: ml_collections.ConfigDict) -> data_lib.FederatedDataset:
+    d = c.data
+    return data_lib.make_federated_dataset(
         c.dataset,
         c.num_clients,
-        seed=c.data_seed,
-        partition=c.partition or None,
-        alpha=c.alpha,
-        classes_per_client=c.classes_per_client,
-        test_examples_per_client=c.test_examples_per_client,
-        synthetic_alpha=c.synthetic_alpha,
-        synthetic_beta=c.synthetic_beta,
-        data_dir=c.data_dir or None,
+        seed=d.seed,
+        partition=d.partition,
+        alpha=d.alpha,
+        classes_per_client=d.classes_per_client,
+        test_examples_per_client=d.test_examples_per_client,
+        synthetic_alpha=d.synthetic_alpha,
+        synthetic_beta=d.synthetic_beta,
+        data_dir=d.data_dir,
     )
+
+
+class _Placement:
+    """Where the run's arrays live: split over a client mesh, or on one device."""
+
+    def __init__(self, mesh: jax.sharding.Mesh | None, num_clients: int):
+        self.mesh, self.num_clients = mesh, num_clients
+        self.devices = mesh.size if mesh is not None else 1
+
+    def context(self):
+        # Under the mesh, map_clients runs each device's clients locally (shard_map).
+        return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+
+    def place(self, dataset: data_lib.FederatedDataset, state: Any):
+        if self.mesh is None:
+            return dataset, state
+        dataset = dataset._replace(
+            train=sharding.shard_clients(dataset.train, self.mesh),
+            test=sharding.shard_clients(dataset.test, self.mesh),
+        )
+        return dataset, sharding.shard_clients(state, self.mesh, self.num_clients)
+
+    def jit_kwargs(self, state: Any, train: Any) -> dict[str, Any]:
+        if self.mesh is None:
+            return {}
+        layout = sharding.client_shardings(state, self.mesh, self.num_clients)
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        return dict(
+            in_shardings=(layout, replicated, sharding.client_shardings(train, self.mesh), replicated),
+            out_shardings=(layout, replicated),
+        )
+
+
+def _round_with_batches(
+    c: ml_collections.ConfigDict, algorithm: base.Algorithm, root: jax.Array, placement: _Placement
+):
+    """The jittable ``(state, mixing, train_data, round) -> (state, metrics)`` of a run:
+    the round's batches sampled on device, then the algorithm's round."""
+    everyone = algorithm.cohort_size == c.num_clients
+    steps = algorithm.local_steps or c.local.steps
+
+    def train_round(state, mixing, train_data, round_index):
+        key = jax.random.fold_in(root, round_index)
+        batches = data_lib.sample_batches(
+            train_data,
+            None if everyone else algorithm.cohort(key),
+            randomness.stream(key, randomness.Stream.DATA),
+            steps,
+            c.local.batch_size,
+        )
+        if placement.mesh is not None:
+            batches = sharding.constrain(batches, placement.mesh, algorithm.cohort_size)
+        return algorithm.round(state, mixing, batches, key)
+
+    return train_round
+
+
+def _compile_round(c, algorithm_with, args, root, placement, params, jit_kwargs):
+    """The compiled round and its execution plan (``config.execution.strategy``)."""
+    round_for = lambda strategy, chunk: _round_with_batches(
+        c, algorithm_with(strategy, chunk), root, placement
+    )
+    if c.execution.strategy != "auto":
+        plan = execution.ExecutionPlan(c.execution.strategy, c.execution.chunk_size)
+        compiled = jax.jit(round_for(plan.strategy, plan.chunk_size), **jit_kwargs).lower(*args).compile()
+        return compiled, plan
+    budget_gb = c.execution.memory_budget_gb
+    budget = int(budget_gb * 2**30) if budget_gb else execution.default_memory_budget()
+    if jax.default_backend() == "cpu":
+        budget //= placement.devices  # CPU devices share the host's memory
+    per_device = algorithm_with("vmap", None).cohort_size // placement.devices
+    return execution.compile_round(
+        round_for,
+        args,
+        per_device,
+        budget,
+        chunk=execution.preferred_chunk(jax.default_backend(), per_device, params),
+        jit_kwargs=jit_kwargs,
+    )
+
+
+def build(config: ml_collections.ConfigDict) -> Experiment:
+    """Builds the data, model, algorithm and jitted round of ``config`` (no files written).
+
+    The config is resolved first (:func:`fedjax_lab.config.resolve`).
+    """
+    c = config_lib.resolve(config)
+    _check_config(c)
+    dataset = _dataset(c)
     model = models.make_model(c.model, dataset.num_classes)
     apply_fn = lambda params, x: model.apply({"params": params}, x)
     loss_fn = objectives.cross_entropy_loss(apply_fn)
 
     def algorithm_with(strategy: str, chunk_size: int | None) -> base.Algorithm:
-        resolved = config_lib.update(c, strategy=strategy, chunk_size=chunk_size or 0)
+        resolved = config_lib.update(c, execution={"strategy": strategy, "chunk_size": chunk_size})
         return registry.build_algorithm(resolved, loss_fn)
 
     probe = algorithm_with("vmap", None)
     mixing = _Mixing(c) if probe.decentralized else None
     mixing_at = mixing if mixing else (lambda round_index: None)
     root = jax.random.key(c.seed)
-    params = models.init_params(model, dataset.input_shape, jax.random.fold_in(root, INIT_STREAM))
-    initial_state = probe.init(params)
-    mesh = _client_mesh(c, probe.cohort_size)
-    jit_kwargs = {}
-    if mesh is not None:
-        dataset = dataset._replace(
-            train=sharding.shard_clients(dataset.train, mesh),
-            test=sharding.shard_clients(dataset.test, mesh),
-        )
-        initial_state = sharding.shard_clients(initial_state, mesh, c.num_clients)
-        state_layout = sharding.client_shardings(initial_state, mesh, c.num_clients)
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        jit_kwargs = dict(
-            in_shardings=(
-                state_layout,
-                replicated,
-                sharding.client_shardings(dataset.train, mesh),
-                replicated,
-            ),
-            out_shardings=(state_layout, replicated),
-        )
-    devices = mesh.size if mesh is not None else 1
-    # Under the mesh, map_clients runs each device's clients locally (shard_map).
-    in_mesh = (lambda: jax.set_mesh(mesh)) if mesh is not None else contextlib.nullcontext
-
-    def train_round_of(algorithm: base.Algorithm):
-        everyone = algorithm.cohort_size == c.num_clients
-
-        def train_round(state, mixing, train_data, round_index):
-            key = jax.random.fold_in(root, round_index)
-            batches = data_lib.sample_batches(
-                train_data,
-                None if everyone else algorithm.cohort(key),
-                jax.random.fold_in(key, DATA_STREAM),
-                c.local_steps,
-                c.batch_size,
-            )
-            if mesh is not None:
-                batches = sharding.constrain(batches, mesh, algorithm.cohort_size)
-            return algorithm.round(state, mixing, batches, key)
-
-        return train_round
-
+    init_key = randomness.stream(root, randomness.Stream.INIT)
+    params = models.init_params(model, dataset.input_shape, init_key)
+    placement = _Placement(_client_mesh(c, probe.cohort_size), c.num_clients)
+    dataset, initial_state = placement.place(dataset, probe.init(params))
+    jit_kwargs = placement.jit_kwargs(initial_state, dataset.train)
     round_args = (initial_state, mixing_at(0), dataset.train, jnp.int32(0))
-    round_for = lambda strategy, chunk: train_round_of(algorithm_with(strategy, chunk))
-    per_device = probe.cohort_size // devices
-    with in_mesh():
-        if c.strategy == "auto":
-            budget = int(c.memory_budget_gb * 2**30) or execution.default_memory_budget()
-            if jax.default_backend() == "cpu":
-                budget //= devices  # CPU devices share the host's memory
-            train_round, plan = execution.compile_round(
-                round_for,
-                round_args,
-                per_device,
-                budget,
-                chunk=execution.preferred_chunk(jax.default_backend(), per_device, params),
-                jit_kwargs=jit_kwargs,
-            )
-        else:
-            plan = execution.ExecutionPlan(c.strategy, c.chunk_size or None)
-            train_round = (
-                jax.jit(round_for(plan.strategy, plan.chunk_size), **jit_kwargs)
-                .lower(*round_args)
-                .compile()
-            )
-        plan = plan._replace(devices=devices)
+    with placement.context():
+        train_round, plan = _compile_round(
+            c, algorithm_with, round_args, root, placement, params, jit_kwargs
+        )
+        plan = plan._replace(devices=placement.devices)
         algorithm = algorithm_with(plan.strategy, plan.chunk_size)
         evaluate = (
             jax.jit(
@@ -394,7 +445,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         execution=plan,
         root=root,
         initial_state=initial_state,
-        model_bytes=base.model_bytes(params),
+        message_bytes=algorithm.message_bytes(params),
         _mixing=mixing_at,
         _train_round=train_round,
         _evaluate=evaluate,
@@ -411,33 +462,38 @@ def run(
     """Runs the experiment described by ``config`` and records it in ``workdir``.
 
     Args:
-      config: the full config (:func:`fedjax_lab.config.get_config` and overrides).
+      config: the config (:func:`fedjax_lab.config.get_config` and overrides); it is
+        resolved first, and ``config.json`` records the resolved values.
       workdir: the run directory. A workdir that already holds a run is refused unless
         ``resume`` (continue from its latest checkpoint; the config must equal the stored
         one) or ``overwrite`` (delete the old run's records first).
 
     Returns:
-      The summary (also written to ``summary.json``): the final evaluation metrics,
+      The summary (also written to ``summary.json``): the final evaluation metrics, the last
+      round's metrics (``train_loss``, message counts, whatever the algorithm reports),
       ``bytes_communicated``, ``rounds``, ``resumed_from`` (0 for a fresh run),
-      ``wall_time_s`` of this invocation, ``params_sha256``, and how the clients ran:
-      ``devices`` they were split over, ``strategy`` and ``chunk_size`` on each device.
+      ``wall_time_s`` of this invocation, ``params_sha256`` (of ``client_params``), and how
+      the clients ran: ``devices`` they were split over, ``strategy`` and ``chunk_size`` on
+      each device.
 
     Raises:
       FloatingPointError: when the training loss becomes NaN or infinite; the message names
         the round, and the checkpoints saved before it stay usable.
     """
-    c = config
-    exp = build(c)
+    exp = build(config)
+    c = exp.config
     path = _prepare_workdir(workdir, c, resume=resume, overwrite=overwrite)
+    hook = exp.algorithm.host_hook
     state, root = exp.initial_state, exp.root
+    host_state = hook.init() if hook else ()
     checkpointer = checkpoints.Checkpointer(path / "checkpoints", keep=c.keep_checkpoints)
     first_round, bytes_sent = 0, 0
     latest = checkpointer.latest_round() if resume else None
     if latest is not None:
-        restored = checkpointer.restore(latest, like=_checkpoint_tree(state, root, 0))
+        restored = checkpointer.restore(latest, like=_checkpoint_tree(state, root, 0, host_state))
         if not np.array_equal(restored["rng"], jax.random.key_data(root)):
             raise ValueError(f"The checkpoint of round {latest} was written with another seed.")
-        state = restored["state"]
+        state, host_state = restored["state"], restored["host"]
         first_round, bytes_sent = latest, int(restored["bytes_communicated"])
     primary = jax.process_index() == 0  # the process that writes records
     writer = (
@@ -463,7 +519,8 @@ def run(
     try:
         for t in bar:
             state, round_metrics = exp.train_round(state, t)
-            train_loss = float(_host_value(round_metrics["train_loss"]))
+            round_metrics = _host_scalars(round_metrics)
+            train_loss = round_metrics["train_loss"]
             if not np.isfinite(train_loss):
                 last = checkpointer.latest_round()
                 raise FloatingPointError(
@@ -474,20 +531,22 @@ def run(
                         else "No checkpoint was saved before it."
                     )
                 )
-            bytes_sent += int(_host_value(round_metrics["models_sent"])) * exp.model_bytes
+            bytes_sent += exp.bytes_sent(round_metrics)
             done = t + 1
+            if hook:
+                host_state, extra = hook.after_round(host_state, done, round_metrics)
+                round_metrics.update(extra)
             if done % c.eval_every == 0 or done == c.rounds:
-                evaluated = exp.evaluate(state)
                 record = {
                     "round": done,
-                    "train_loss": train_loss,
+                    **round_metrics,
                     "bytes_communicated": bytes_sent,
-                    **{k: float(v) for k, v in evaluated.items()},
+                    **exp.evaluate(state),
                 }
                 writer.write(record)
                 bar.set_postfix(acc=f"{record['test_accuracy']:.3f}", loss=f"{train_loss:.3f}")
             if c.checkpoint_every and (done % c.checkpoint_every == 0 or done == c.rounds):
-                checkpointer.save(done, _checkpoint_tree(state, root, bytes_sent))
+                checkpointer.save(done, _checkpoint_tree(state, root, bytes_sent, host_state))
     finally:
         bar.close()
         writer.close()
@@ -499,7 +558,7 @@ def run(
         "rounds": c.rounds,
         "resumed_from": first_round,
         "wall_time_s": round(time.perf_counter() - start, 3),
-        "params_sha256": params_fingerprint(sharding.to_host(state.params)),
+        "params_sha256": params_fingerprint(sharding.to_host(exp.algorithm.client_params(state))),
         "devices": exp.execution.devices,
         "strategy": exp.execution.strategy,
         "chunk_size": exp.execution.chunk_size,

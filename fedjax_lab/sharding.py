@@ -64,7 +64,6 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fedjax_lab.algorithms import base
 from fedjax_lab.clients import CLIENT_AXIS
 
 __all__ = [
@@ -143,7 +142,8 @@ def client_shardings(tree: Any, mesh: Mesh, num_clients: int | None = None) -> A
     axis = _axis_name(mesh)
     split, replicated = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
     if num_clients is not None:
-        num_clients = base.check_positive_int("num_clients", num_clients)
+        if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
+            raise ValueError(f"Expected num_clients to be an integer >= 1, got {num_clients!r}.")
 
     def one(path, leaf):
         shape = tuple(np.shape(leaf))
@@ -225,7 +225,7 @@ def constrain(tree: Any, mesh: Mesh, num_clients: int | None = None) -> Any:
     return jax.lax.with_sharding_constraint(tree, client_shardings(tree, mesh, num_clients))
 
 
-def sharded_round(algorithm: base.Algorithm, mesh: Mesh) -> Callable[..., Any]:
+def sharded_round(algorithm: Any, mesh: Mesh) -> Callable[..., Any]:
     """``algorithm.round`` jitted with its client axis split over ``mesh``.
 
     Layouts: state leaves with a leading axis of size ``N = algorithm.num_clients`` are split

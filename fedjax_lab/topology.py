@@ -28,12 +28,13 @@ returns float32 arrays ready to be handed to JAX (see ``fedjax_lab.gossip``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import numbers
 from typing import Callable
 
 import numpy as np
+
+from fedjax_lab import validation
 
 __all__ = [
     "Topology",
@@ -552,10 +553,7 @@ def make_topology(
       ValueError: For an unknown name (the closest match is suggested) or
         invalid arguments.
     """
-    if name not in _TOPOLOGIES:
-        close = difflib.get_close_matches(str(name), _TOPOLOGIES, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown topology {name!r}; available: {', '.join(_TOPOLOGIES)}.{hint}")
+    validation.check_name("topology", name, _TOPOLOGIES)
     if p is not None and name != "erdos_renyi":
         raise ValueError(f"p only applies to 'erdos_renyi', got p={p!r} for {name!r}.")
     if k is not None and name != "random_in_neighbours":

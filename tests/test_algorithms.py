@@ -127,7 +127,7 @@ def test_decentralized_round_matches_numpy(name, gossip_steps, order):
         k: np.stack([v + 0.1 * rng.normal(size=v.shape).astype(np.float32) for _ in range(N)])
         for k, v in params.items()
     }
-    state = algorithms.DecentralizedState(params=stacked, round=jnp.zeros((), jnp.int32))
+    state = alg.init(params)._replace(params=stacked)
     w = ref.ring_matrix(N)
     new_state, metrics = jax.jit(alg.round)(
         state, jnp.asarray(w, jnp.float32), batches, jax.random.key(0)

@@ -13,22 +13,22 @@ from fedjax_lab import gossip as gossip_lib
 
 
 def small_config(**values):
-    base = dict(
-        num_clients=6,
-        rounds=3,
-        local_steps=2,
-        batch_size=8,
-        eval_every=2,
-        test_examples_per_client=20,
-        progress=False,
-    )
+    base = {
+        "num_clients": 6,
+        "rounds": 3,
+        "local.steps": 2,
+        "local.batch_size": 8,
+        "eval_every": 2,
+        "data.test_examples_per_client": 20,
+        "progress": False,
+    }
     base.update(values)
-    return config_lib.update(config_lib.get_config(), **base)
+    return config_lib.update(config_lib.get_config(), base)
 
 
 @pytest.mark.parametrize("algorithm", ["dfedsam", "fedavg"])
 def test_run_writes_config_metrics_and_summary(tmp_path, algorithm):
-    summary = experiment.run(small_config(algorithm=algorithm, clients_per_round=3), tmp_path)
+    summary = experiment.run(small_config(**{"algorithm": algorithm, "server.clients_per_round": 3}), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["algorithm"] == algorithm and config["num_clients"] == 6
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -58,10 +58,15 @@ def test_existing_run_is_not_overwritten_silently(tmp_path):
 
 def test_config_overrides_are_typed_and_typos_named():
     c = config_lib.apply_overrides(
-        config_lib.get_config(), ["rho=0.2", "rounds=7", "adaptive_sam=true", "order=x"]
+        config_lib.get_config(),
+        ["sam.rho=0.2", "rounds=7", "sam.adaptive=true", "communication.order=x"],
     )
-    assert (c.rho, c.rounds, c.adaptive_sam, c.order) == (0.2, 7, True, "x")
-    with pytest.raises(ValueError, match="Unknown config key 'lerning_rate'.*'learning_rate'"):
+    assert (c.sam.rho, c.rounds, c.sam.adaptive, c.communication.order) == (0.2, 7, True, "x")
+    with pytest.raises(
+        ValueError, match="Unknown config key 'local.lerning_rate'.*'local.learning_rate'"
+    ):
+        config_lib.apply_overrides(config_lib.get_config(), ["local.lerning_rate=0.1"])
+    with pytest.raises(ValueError, match="Unknown config key 'lerning_rate'.*'local.learning_rate'"):
         config_lib.apply_overrides(config_lib.get_config(), ["lerning_rate=0.1"])
     with pytest.raises(ValueError, match="Expected a value of type int for 'rounds', got '1.5'"):
         config_lib.apply_overrides(config_lib.get_config(), ["rounds=1.5"])
@@ -76,11 +81,21 @@ def test_config_overrides_are_typed_and_typos_named():
         (["--dataset", "digitz"], "digitz"),
         (["--topology", "rign"], "rign"),
         (["--set", "rhoo=1"], "Unknown config key 'rhoo'"),
+        (["--set", "sam.rhoo=1"], "Unknown config key 'sam.rhoo'. Did you mean 'sam.rho'"),
+        (["--set", "server.learning_rate=fast"], "Expected a value of type float"),
         (
-            ["--set", "partition=dirichlet_per_class", "--set", "alpha=0.001", "--clients", "50"],
+            [
+                *("--set", "data.partition=dirichlet_per_class"),
+                *("--set", "data.alpha=0.001", "--clients", "50"),
+            ],
             "Client 0 received no examples",
         ),
-        (["--set", "shard_clients=true"], "Unknown config.shard_clients 'true'"),
+        (
+            ["--set", "execution.shard_clients=true"],
+            "Unknown config.execution.shard_clients 'true'",
+        ),
+        (["--set", "server.clients_per_round=20", "--algorithm", "fedavg", "--clients", "8"],
+         "Expected config.server.clients_per_round <= num_clients=8, got 20"),
         (["--coordinator", "127.0.0.1:1"], "needs all of --coordinator, --num-processes"),
     ],
 )
@@ -111,7 +126,7 @@ def test_cli_list_and_small_run(tmp_path, capsys):
                 "--set",
                 "progress=false",
                 "--set",
-                "local_steps=2",
+                "local.steps=2",
             ]
         )
         == 0
@@ -136,10 +151,12 @@ def test_default_run_reaches_the_promised_accuracy(tmp_path):
 )
 def test_runs_on_time_varying_and_sparse_topologies(tmp_path, topology, gossip):
     c = small_config(
-        num_clients=9,
-        topology=topology,
-        gossip=gossip,
-        topology_k=2 if topology == "random_in_neighbours" else 0,
+        **{
+            "num_clients": 9,
+            "communication.topology": topology,
+            "communication.form": gossip,
+            "communication.topology_k": 2 if topology == "random_in_neighbours" else None,
+        }
     )
     summary = experiment.run(c, tmp_path)
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -159,7 +176,11 @@ def test_runs_on_time_varying_and_sparse_topologies(tmp_path, topology, gossip):
     ],
 )
 def test_gossip_auto_picks_the_mixing_form(topology, gossip, form):
-    exp = experiment.build(small_config(num_clients=64, topology=topology, gossip=gossip))
+    exp = experiment.build(
+        small_config(
+            **{"num_clients": 64, "communication.topology": topology, "communication.form": gossip}
+        )
+    )
     assert isinstance(exp._mixing(0), form)
     state, metrics = exp.train_round(exp.initial_state, 0)
     assert np.isfinite(float(metrics["train_loss"]))

@@ -23,19 +23,19 @@ from fedjax_lab import topology
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = [
     "num_clients=6",
-    "local_steps=3",
-    "batch_size=8",
+    "local.steps=3",
+    "local.batch_size=8",
     "eval_every=3",
     "checkpoint_every=2",
     "keep_checkpoints=2",
-    "test_examples_per_client=20",
+    "data.test_examples_per_client=20",
     "progress=false",
 ]
 
 
-def small_config(**values):
+def small_config(values=None, **kwargs):
     c = config_lib.apply_overrides(config_lib.get_config(), SMALL)
-    return config_lib.update(c, **values)
+    return config_lib.update(c, values, **kwargs)
 
 
 def cli(*args):
@@ -72,8 +72,8 @@ def test_killed_run_resumes_to_the_same_fingerprint(tmp_path):
 
 def test_resume_refuses_a_different_config(tmp_path):
     experiment.run(small_config(rounds=2), tmp_path)
-    with pytest.raises(ValueError, match="rho: stored 0.05, given 0.5"):
-        experiment.run(small_config(rounds=2, rho=0.5), tmp_path, resume=True)
+    with pytest.raises(ValueError, match="sam.rho: stored 0.05, given 0.5"):
+        experiment.run(small_config({"sam.rho": 0.5}, rounds=2), tmp_path, resume=True)
     with pytest.raises(FileNotFoundError, match="Nothing to resume"):
         experiment.run(small_config(rounds=2), tmp_path / "empty", resume=True)
     # Resuming a finished run changes nothing.
@@ -84,7 +84,9 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    config = small_config(rounds=30, learning_rate=100.0, checkpoint_every=1, eval_every=1)
+    config = small_config(
+        {"local.learning_rate": 100.0}, rounds=30, checkpoint_every=1, eval_every=1
+    )
     with pytest.raises(FloatingPointError, match=r"in round (\d+).*last good checkpoint") as info:
         experiment.run(config, tmp_path)
     bad_round = int(re.search(r"in round (\d+)", str(info.value)).group(1))
@@ -92,7 +94,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     last = ckpt.latest_round()
     assert last == bad_round - 1
     exp = experiment.build(config)
-    like = experiment._checkpoint_tree(exp.initial_state, exp.root, 0)
+    like = experiment._checkpoint_tree(exp.initial_state, exp.root, 0, ())
     restored = ckpt.restore(last, like)
     ckpt.close()
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored["state"].params))
@@ -129,7 +131,7 @@ def test_experiment_config_files_are_valid(path):
     assert c.algorithm in experiment.registry.available_algorithms()
     assert c.dataset in data.available_datasets()
     assert c.model in models.available_models()
-    assert c.topology in topology.available_topologies()
+    assert c.communication.topology in topology.available_topologies()
 
 
 def test_config_file_errors(tmp_path):
@@ -138,10 +140,10 @@ def test_config_file_errors(tmp_path):
         "from fedjax_lab import config\n"
         "def get_config():\n"
         "    c = config.get_config()\n"
-        "    c.lerning_rate = 0.3\n"
+        "    c.local.lerning_rate = 0.3\n"
         "    return c\n"
     )
-    with pytest.raises(ValueError, match="'lerning_rate'. Did you mean 'learning_rate'"):
+    with pytest.raises(ValueError, match="'local.lerning_rate'. Did you mean 'local.learning_rate'"):
         config_lib.load_config_file(bad)
     with pytest.raises(FileNotFoundError, match="No config file"):
         config_lib.load_config_file(tmp_path / "missing.py")

@@ -202,6 +202,27 @@ def test_missing_dataset_default_dir(tmp_path, monkeypatch):
         data.load_tfds("cifar10")
 
 
+def test_missing_dataset_no_data_dir(tmp_path, monkeypatch):
+    # No data_dir and no TFDS_DATA_DIR: load_tfds passes data_dir=None, and
+    # tfds.data_source then requests array_record itself, so a missing dataset
+    # fails on its empty splits (KeyError) instead of the NotImplementedError
+    # seen with a data_dir (test_missing_dataset_default_dir sets TFDS_DATA_DIR,
+    # which load_tfds passes on as data_dir). TFDS reads its default data dir
+    # once, at import, hence the patched constant along with HOME.
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path / "tensorflow_datasets"))
+    for load in (
+        lambda: data.load_tfds("mnist"),
+        lambda: data.make_federated_dataset("mnist", 10, seed=0),
+    ):
+        with pytest.raises(FileNotFoundError, match="'mnist' is not prepared") as info:
+            load()
+        assert "~/tensorflow_datasets (TFDS default)" in str(info.value)
+        assert "download_and_prepare(file_format='array_record')" in str(info.value)
+    assert not any(tmp_path.iterdir())  # Nothing written to the default dir.
+
+
 def test_without_tensorflow_datasets(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
     with pytest.raises(ImportError, match=r"pip install 'fedjax-lab\[tfds\]'"):

@@ -1,8 +1,8 @@
 """What every federated algorithm is: a named bundle of pure functions.
 
-An algorithm is built by a factory (``fedavg``, ``decentralized``, ...) that validates its
-hyperparameters and closes over them, and returns an :class:`Algorithm` whose functions are
-pure and jittable:
+An algorithm is built by a factory (``fedavg``, ``dfedsam``, or
+:func:`fedjax_lab.algorithms.rounds.compose` directly) that validates its hyperparameters and
+closes over them, and returns an :class:`Algorithm` whose functions are pure and jittable:
 
 * ``init(params) -> state``: the starting state from one model (every client starts there).
 * ``cohort(key) -> int32[m]``: the clients that train this round (all of them for the
@@ -11,32 +11,65 @@ pure and jittable:
 * ``round(state, mixing, batches, key) -> (state, metrics)``: one communication round.
   ``batches`` is a pytree with leaves ``[m, K, ...]`` (K local steps); ``mixing`` is the
   round's mixing matrix (dense ``[N, N]``, :class:`~fedjax_lab.gossip.SparseMixing` or
-  :class:`~fedjax_lab.gossip.CirculantMixing`), or
-  ``None`` for server-based algorithms. ``metrics`` holds ``train_loss`` (mean over the
-  cohort's local steps) and ``models_sent`` (int32: model-sized messages this round;
-  multiply by :func:`model_bytes` for bytes).
-* ``client_params(state) -> params [N, ...]``: the model each client would be evaluated
-  with (its own for decentralized algorithms, the global one for server-based ones).
+  :class:`~fedjax_lab.gossip.CirculantMixing`), or ``None`` for server-based algorithms.
+  ``metrics`` is a dict of scalars. Every one of them reaches ``metrics.jsonl``,
+  TensorBoard and the summary; ``train_loss`` is always there, and the keys of
+  ``message_bytes`` count the messages sent this round.
+* ``client_params(state) -> params [N, ...]``: the model each client is evaluated with
+  (its own for decentralized algorithms, the global one for server-based ones). The
+  runner's evaluation and fingerprint read the state only through it.
+* ``message_bytes(params) -> {metric: bytes}``: for each message-count metric of
+  ``round``, the bytes of one such message (static, from the shapes of one model). The
+  bytes a round sends are ``sum(metrics[k] * message_bytes[k])``: dense models, a shared
+  part, sparse updates or (seed, scalar) pairs are all declared this way.
+* ``host_hook``: optional host-side work after every round, with state of its own that the
+  runner checkpoints (:class:`HostHook`, a privacy accountant say).
 
-Randomness: the round key is split into independent streams with ``fold_in`` (cohort
-sampling, per-client training keys), and a client's key is ``fold_in(stream, client_id)``,
-so results do not depend on the client execution strategy.
+Randomness: the round key is split into the streams of :mod:`fedjax_lab.randomness`, and a
+client's key is ``fold_in(stream, client_id)``, so results do not depend on the client
+execution strategy.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from fedjax_lab import clients
-from fedjax_lab import local
 
-# Independent random streams derived from a round key.
-COHORT_STREAM = 0
-TRAIN_STREAM = 1
+class State(NamedTuple):
+    """The state of any composed algorithm.
+
+    Attributes:
+      params: the global model (server-based) or every client's model, leaves ``[N, ...]``
+        (decentralized).
+      round: int32 scalar, rounds completed so far.
+      server: the server optimizer's state (``()`` when there is none).
+      clients: persistent per-client state, leaves ``[N, ...]`` (``()`` when there is none).
+      communication: the communication piece's state, such as push-sum weights (``()``).
+    """
+
+    params: Any
+    round: jax.Array
+    server: Any = ()
+    clients: Any = ()
+    communication: Any = ()
+
+
+class HostHook(NamedTuple):
+    """Host-side work after every round, with state the runner checkpoints.
+
+    Attributes:
+      init: ``() -> state``, a pytree of NumPy arrays with a fixed structure.
+      after_round: ``(state, round, metrics) -> (state, extra_metrics)``, called on the
+        host after round ``round`` (1-based) with that round's metrics as Python numbers;
+        ``extra_metrics`` (scalars) join the round's records.
+    """
+
+    init: Callable[[], Any]
+    after_round: Callable[[Any, int, dict[str, float]], tuple[Any, dict[str, float]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +85,9 @@ class Algorithm:
       cohort: ``key -> int32[m]`` client ids of the round.
       round: ``(state, mixing, batches, key) -> (state, metrics)``.
       client_params: ``state -> params`` stacked over all N clients.
+      message_bytes: ``params -> {message-count metric: bytes per message}``.
+      local_steps: batches each client consumes per round, or None for any number.
+      host_hook: a :class:`HostHook`, or None.
     """
 
     name: str
@@ -62,6 +98,9 @@ class Algorithm:
     cohort: Callable[[jax.Array], jax.Array]
     round: Callable[..., tuple[Any, dict[str, jax.Array]]]
     client_params: Callable[[Any], Any]
+    message_bytes: Callable[[Any], dict[str, int]]
+    local_steps: int | None = None
+    host_hook: HostHook | None = None
 
 
 def model_bytes(params: Any) -> int:
@@ -86,44 +125,7 @@ def round_step_scale(round_index: jax.Array, lr_decay: float) -> jax.Array:
     return jnp.asarray(lr_decay, jnp.float32) ** round_index.astype(jnp.float32)
 
 
-def cohort_training(
-    loss_fn: local.LossFn,
-    optimizer: Any,
-    *,
-    lr_decay: float,
-    strategy: str,
-    chunk_size: int | None,
-    unroll: int | bool,
-) -> Callable[..., local.LocalResult]:
-    """Validates the local-training settings and returns the cohort's local training.
-
-    The returned ``train(params, batches, keys, round_index, *, shared_start=False)`` runs
-    :func:`fedjax_lab.local.local_train` for every client of a cohort, mapped with the
-    client strategy, with the round's step multiplier ``lr_decay ** round_index``.
-    ``params`` is stacked over the cohort, or one model every client starts from
-    (``shared_start=True``, the server-based algorithms). Returns the stacked
-    :class:`~fedjax_lab.local.LocalResult`.
-    """
-    lr_decay = check_learning_rate_decay(lr_decay)
-    clients.validate_strategy(strategy, chunk_size)
-
-    def train(params, batches, keys, round_index, *, shared_start=False):
-        scale = round_step_scale(round_index, lr_decay)
-
-        def one(start, batches_i, key_i):
-            return local.local_train(
-                optimizer, loss_fn, start, batches_i, key_i, step_scale=scale, unroll=unroll
-            )
-
-        mapped = {"strategy": strategy, "chunk_size": chunk_size}
-        if shared_start:
-            return clients.map_clients(lambda b, k: one(params, b, k), batches, keys, **mapped)
-        return clients.map_clients(one, params, batches, keys, **mapped)
-
-    return train
-
-
-def check_batches(batches: Any, cohort_size: int) -> None:
+def check_batches(batches: Any, cohort_size: int, local_steps: int | None = None) -> None:
     leaves = jax.tree.leaves(batches)
     if not leaves:
         raise ValueError("Expected a non-empty batches pytree.")
@@ -133,3 +135,29 @@ def check_batches(batches: Any, cohort_size: int) -> None:
                 f"Expected batch leaves shaped [cohort={cohort_size}, local_steps, ...], "
                 f"got a leaf of shape {jnp.shape(leaf)}."
             )
+        if local_steps is not None and leaf.shape[1] != local_steps:
+            raise ValueError(
+                f"Expected {local_steps} batches per client (the local phases' steps), got a "
+                f"leaf of shape {jnp.shape(leaf)}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmSpec:
+    """An algorithm as the registry knows it: how to build it from a config.
+
+    Attributes:
+      name: the registered name (``config.algorithm``).
+      summary: one line for ``fedjax-lab list``.
+      build: ``(resolved config, loss_fn) -> Algorithm``.
+      fields: the algorithm's own config section, as :class:`fedjax_lab.config.Field` s
+        with dotted keys under the algorithm's name (``"fedspeed.prox_strength"``).
+      defaults: the algorithm's values for shared keys left unset (``None``) in a config,
+        by dotted key (``{"communication.gossip_steps": 4}``).
+    """
+
+    name: str
+    summary: str
+    build: Callable[[Any, Callable], Algorithm]
+    fields: tuple = ()
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -11,7 +11,9 @@ neighbours through the mixing matrix ``W`` (row ``i`` = the weights client ``i``
 The local optimizer decides the member of the family: SGD (DFedAvg), heavy-ball SGD with
 momentum reset every round (DFedAvgM), ``chain(sam(rho), sgd)`` (DFedSAM); ``Q > 1``
 gossip steps per round is DFedSAM-MGS. ``order="gossip_then_train"`` is the update order
-of the released DFedSAM code (mix the previous round's models first, then train).
+of the released DFedSAM code (mix the previous round's models first, then train). Each is
+a composition of :func:`fedjax_lab.algorithms.rounds.compose` with the
+:func:`~fedjax_lab.algorithms.communication.gossip` piece.
 
 References:
   Sun et al., "Decentralized Federated Averaging", IEEE TPAMI 2022 (DFedAvg, DFedAvgM).
@@ -21,60 +23,18 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
-import jax
-import jax.numpy as jnp
 import optax
 
-from fedjax_lab import clients
-from fedjax_lab import gossip as gossip_lib
 from fedjax_lab import local
 from fedjax_lab.algorithms import base
-from fedjax_lab.transforms import sam
+from fedjax_lab.algorithms import communication
+from fedjax_lab.algorithms import configured
+from fedjax_lab.algorithms import rounds
+from fedjax_lab.transforms import sharpness_aware
 
-ORDERS = ("train_then_gossip", "gossip_then_train")
-
-
-class DecentralizedState(NamedTuple):
-    """State of a decentralized algorithm.
-
-    Attributes:
-      params: every client's model, leaves ``[N, ...]``.
-      round: int32 scalar, rounds completed so far.
-    """
-
-    params: Any
-    round: jax.Array
-
-
-def messages_per_gossip_step(mixing: Any) -> jax.Array:
-    """Models sent in one gossip step: the nonzero off-diagonal weights of ``W``."""
-    if isinstance(mixing, gossip_lib.CirculantMixing):
-        others = jnp.asarray([o != 0 for o in mixing.offsets], dtype=bool)
-        per_client = jnp.sum((mixing.weights != 0) & others)
-        return (mixing.num_clients * per_client).astype(jnp.int32)
-    if isinstance(mixing, gossip_lib.SparseMixing):
-        own = jnp.arange(mixing.indices.shape[0])[:, None]
-        return jnp.sum((mixing.weights != 0) & (mixing.indices != own)).astype(jnp.int32)
-    w = jnp.asarray(mixing)
-    return jnp.sum((w != 0) & ~jnp.eye(w.shape[0], dtype=bool)).astype(jnp.int32)
-
-
-def _check_mixing(mixing: Any, num_clients: int, name: str) -> None:
-    if mixing is None:
-        raise ValueError(f"{name} is decentralized: pass the round's mixing matrix, got None.")
-    if isinstance(mixing, (gossip_lib.SparseMixing, gossip_lib.CirculantMixing)):
-        if gossip_lib.num_clients(mixing) != num_clients:
-            raise ValueError(
-                f"Expected a {type(mixing).__name__} over {num_clients} clients, got one over "
-                f"{gossip_lib.num_clients(mixing)}."
-            )
-    elif jnp.shape(mixing) != (num_clients, num_clients):
-        raise ValueError(
-            f"Expected a mixing matrix of shape ({num_clients}, {num_clients}), "
-            f"got {jnp.shape(mixing)}."
-        )
+ORDERS = rounds.ORDERS
 
 
 def decentralized(
@@ -83,12 +43,8 @@ def decentralized(
     *,
     num_clients: int,
     gossip_steps: int = 1,
-    order: str = "train_then_gossip",
-    lr_decay: float = 1.0,
-    strategy: str = "vmap",
-    chunk_size: int | None = None,
-    unroll: int | bool = 1,
     name: str = "decentralized",
+    **kwargs: Any,
 ) -> base.Algorithm:
     """Decentralized local training plus gossip, with any local optimizer.
 
@@ -97,68 +53,23 @@ def decentralized(
       local_optimizer: the clients' optax transformation (state reset every round).
       num_clients: N; every client trains every round.
       gossip_steps: Q, mixing steps per round (``W^Q``).
-      order: ``"train_then_gossip"`` (the papers) or ``"gossip_then_train"`` (released code).
-      lr_decay: local updates in round t are multiplied by ``lr_decay ** t``.
-      strategy, chunk_size: how clients are mapped (see :func:`fedjax_lab.clients.map_clients`).
-      unroll: ``lax.scan`` unrolling of the local steps.
       name: the algorithm's name in metrics and logs.
+      **kwargs: the other pieces and settings of :func:`~fedjax_lab.algorithms.rounds.compose`
+        (``order``, ``update_transform``, ``labels``, ``step_counts``, ``lr_decay``,
+        ``strategy``, ``chunk_size``, ``unroll``, ...).
 
     Returns:
       An :class:`~fedjax_lab.algorithms.base.Algorithm`; ``round`` expects the round's mixing
       matrix (dense ``[N, N]``, :class:`~fedjax_lab.gossip.SparseMixing` or
       :class:`~fedjax_lab.gossip.CirculantMixing`).
     """
-    num_clients = base.check_positive_int("num_clients", num_clients)
-    gossip_steps = base.check_positive_int("gossip_steps", gossip_steps)
-    if order not in ORDERS:
-        raise ValueError(f"Unknown order {order!r}; expected one of {ORDERS}.")
-    train = base.cohort_training(
+    return rounds.compose(
         loss_fn,
-        local_optimizer,
-        lr_decay=lr_decay,
-        strategy=strategy,
-        chunk_size=chunk_size,
-        unroll=unroll,
-    )
-
-    def init(params):
-        return DecentralizedState(
-            params=clients.broadcast_to_clients(params, num_clients), round=jnp.zeros((), jnp.int32)
-        )
-
-    def cohort(key):
-        del key
-        return jnp.arange(num_clients, dtype=jnp.int32)
-
-    def round_fn(state, mixing, batches, key):
-        _check_mixing(mixing, num_clients, name)
-        base.check_batches(batches, num_clients)
-        keys = clients.client_keys(jax.random.fold_in(key, base.TRAIN_STREAM), cohort(key))
-        params = state.params
-        if order == "gossip_then_train":
-            params = gossip_lib.gossip(mixing, params, steps=gossip_steps)
-        result = train(params, batches, keys, state.round)
-        params = result.params
-        if order == "train_then_gossip":
-            params = gossip_lib.gossip(mixing, params, steps=gossip_steps)
-        metrics = {
-            "train_loss": jnp.mean(result.losses),
-            "models_sent": gossip_steps * messages_per_gossip_step(mixing),
-        }
-        return DecentralizedState(params=params, round=state.round + 1), metrics
-
-    def client_params(state):
-        return state.params
-
-    return base.Algorithm(
         name=name,
         num_clients=num_clients,
-        cohort_size=num_clients,
-        decentralized=True,
-        init=init,
-        cohort=cohort,
-        round=round_fn,
-        client_params=client_params,
+        phases=[local.Phase(local_optimizer)],
+        communication=communication.gossip(gossip_steps),
+        **kwargs,
     )
 
 
@@ -196,8 +107,55 @@ def dfedsam(
 
     With ``gossip_steps=Q > 1`` this is DFedSAM-MGS.
     """
-    optimizer = optax.chain(
-        sam(rho, adaptive=adaptive), optax.sgd(learning_rate, momentum=momentum)
-    )
+    optimizer = sharpness_aware.sam_sgd(learning_rate, rho, momentum=momentum, adaptive=adaptive)
     default = "dfedsam" if kwargs.get("gossip_steps", 1) == 1 else "dfedsam_mgs"
     return decentralized(loss_fn, optimizer, name=kwargs.pop("name", default), **kwargs)
+
+
+def _check_momentum(c) -> None:
+    if not 0 <= c.local.momentum < 1:
+        raise ValueError(f"Expected local.momentum in [0, 1), got {c.local.momentum!r}.")
+
+
+def _sgd_builder(name: str):
+    def build(c, loss_fn):
+        _check_momentum(c)
+        return decentralized(
+            loss_fn, configured.local_sgd(c), name=name, **configured.decentralized_kwargs(c)
+        )
+
+    return build
+
+
+def _sam_builder(name: str):
+    def build(c, loss_fn):
+        _check_momentum(c)
+        return decentralized(
+            loss_fn, configured.local_sam_sgd(c), name=name, **configured.decentralized_kwargs(c)
+        )
+
+    return build
+
+
+DFEDAVG = base.AlgorithmSpec(
+    name="dfedavg",
+    summary="decentralized; local SGD; one gossip step x <- W x",
+    build=_sgd_builder("dfedavg"),
+)
+DFEDAVGM = base.AlgorithmSpec(
+    name="dfedavgm",
+    summary="decentralized; heavy-ball SGD (buffer reset each round); one gossip step",
+    build=_sgd_builder("dfedavgm"),
+    defaults={"local.momentum": 0.9},
+)
+DFEDSAM = base.AlgorithmSpec(
+    name="dfedsam",
+    summary="decentralized; local SAM + SGD; one gossip step",
+    build=_sam_builder("dfedsam"),
+)
+DFEDSAM_MGS = base.AlgorithmSpec(
+    name="dfedsam_mgs",
+    summary="decentralized; local SAM + SGD; Q gossip steps (W^Q, default Q = 4)",
+    build=_sam_builder("dfedsam_mgs"),
+    defaults={"communication.gossip_steps": 4},
+)

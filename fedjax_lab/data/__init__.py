@@ -6,6 +6,7 @@ from fedjax_lab.data.client_data import stack_clients
 from fedjax_lab.data.federated import FederatedDataset
 from fedjax_lab.data.federated import available_datasets
 from fedjax_lab.data.federated import available_partitions
+from fedjax_lab.data.federated import default_partition
 from fedjax_lab.data.federated import make_federated_dataset
 from fedjax_lab.data.partition import dirichlet
 from fedjax_lab.data.partition import dirichlet_per_class
@@ -22,6 +23,7 @@ __all__ = [
     "FederatedDataset",
     "available_datasets",
     "available_partitions",
+    "default_partition",
     "dirichlet",
     "dirichlet_per_class",
     "iid",

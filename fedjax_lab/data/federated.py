@@ -12,12 +12,12 @@ To add a dataset (e.g. from TFDS), write a loader and register it in
   (x_train, y_train, x_test, y_test)`` lists of per-client arrays.
 """
 
-import difflib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from fedjax_lab import validation
 from fedjax_lab.data import partition as partition_lib
 from fedjax_lab.data import sources
 from fedjax_lab.data import tfds_sources
@@ -89,17 +89,15 @@ def available_datasets() -> tuple[str, ...]:
     return tuple(_DATASETS)
 
 
+def default_partition(name: str) -> str:
+    """The partition dataset ``name`` uses when none is given."""
+    validation.check_name("dataset", name, _DATASETS)
+    return _DATASETS[name].default_partition
+
+
 def available_partitions() -> tuple[str, ...]:
     """All partition names; each dataset supports a subset."""
     return (*_CENTRAL_PARTITIONS, "natural")
-
-
-def _check_choice(kind: str, value: str, options: tuple[str, ...]) -> None:
-    if value in options:
-        return
-    close = difflib.get_close_matches(value, options, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"Unknown {kind} {value!r}; available: {', '.join(options)}.{hint}")
 
 
 def _partition(labels, num_clients, partition, seed, alpha, classes_per_client):
@@ -151,10 +149,10 @@ def make_federated_dataset(
       The per-client train and test arrays with the dataset's number of
       classes and input shape.
     """
-    _check_choice("dataset", name, available_datasets())
+    validation.check_name("dataset", name, available_datasets())
     spec = _DATASETS[name]
     partition = spec.default_partition if partition is None else partition
-    _check_choice("partition", partition, available_partitions())
+    validation.check_name("partition", partition, available_partitions())
     if partition not in spec.partitions:
         raise ValueError(
             f"Partition {partition!r} is not valid for dataset {name!r}; "

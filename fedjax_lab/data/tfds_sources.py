@@ -78,10 +78,20 @@ def _open_split(tfds, tfds_name: str, split: str, data_dir: str | None):
     try:
         return tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
     except (NotImplementedError, ValueError) as e:
-        # TFDS reports a missing dataset as NotImplementedError: without a
-        # dataset_info.json it assumes the tfrecord format, which has no random
-        # access (the same error as for a dataset prepared as tfrecord);
-        # ValueError when the dataset info names no file format.
+        # Given a data_dir, TFDS reports a missing dataset as
+        # NotImplementedError: without a dataset_info.json it assumes the
+        # tfrecord format, which has no random access (the same error as for a
+        # dataset prepared as tfrecord); ValueError when the dataset info names
+        # no file format.
+        raise FileNotFoundError(_not_prepared_message(tfds_name, data_dir)) from e
+    except KeyError as e:
+        # Without a data_dir, tfds.data_source itself asks for the array_record
+        # format, so a missing dataset passes the format check above and fails
+        # later, on its empty split dict ("`splits` is empty ... not been
+        # generated yet"). Only a dataset that is really not prepared is
+        # reported as such; any other KeyError is re-raised unchanged.
+        if tfds.builder(tfds_name, data_dir=data_dir).is_prepared():
+            raise
         raise FileNotFoundError(_not_prepared_message(tfds_name, data_dir)) from e
 
 

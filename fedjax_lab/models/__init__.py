@@ -12,12 +12,13 @@ and poolings from :mod:`fedjax_lab.models.conv` (gradients XLA:CPU runs fast ins
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from fedjax_lab import validation
 
 from fedjax_lab.models.cnn import EmnistCNN
 from fedjax_lab.models.cnn import FedAvgCNN
@@ -63,10 +64,7 @@ def make_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     ``num_groups`` for ``"resnet18"``/``"vgg11"``, ``conv`` for the two CNNs). Raises
     ValueError for an unknown name and TypeError for a keyword the model does not accept.
     """
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown model {name!r}; available models: {', '.join(_REGISTRY)}.{hint}")
+    validation.check_name("model", name, _REGISTRY)
     cls = _REGISTRY[name]
     accepted = [
         f.name

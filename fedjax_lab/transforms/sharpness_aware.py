@@ -122,3 +122,10 @@ def sam(
         return jax.grad(loss_fn)(perturbed), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sam_sgd(
+    learning_rate: float, rho: float, *, momentum: float | None = None, adaptive: bool = False
+) -> optax.GradientTransformationExtraArgs:
+    """The local optimizer of the SAM family: ``chain(sam(rho), sgd(learning_rate))``."""
+    return optax.chain(sam(rho, adaptive=adaptive), optax.sgd(learning_rate, momentum=momentum))

@@ -1,0 +1,70 @@
+"""The shared config sections read into the arguments of the algorithm factories.
+
+Builders in the algorithm modules receive a config already resolved by
+:func:`fedjax_lab.config.resolve`, so every value read here is set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+import optax
+
+from fedjax_lab.transforms import sharpness_aware
+
+SERVER_OPTIMIZERS = {
+    "sgd": optax.sgd,
+    "adam": optax.adam,
+    "yogi": optax.yogi,
+    "adagrad": optax.adagrad,
+}
+
+
+def execution_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Client strategy and scan unrolling (``execution``)."""
+    return dict(strategy=c.execution.strategy, chunk_size=c.execution.chunk_size, unroll=c.execution.unroll)
+
+
+def local_sgd(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Local SGD with the configured step size and momentum (``local``)."""
+    return optax.sgd(c.local.learning_rate, momentum=c.local.momentum or None)
+
+
+def server_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The server update of the mean client update (``server``)."""
+    name = c.server.optimizer
+    if name not in SERVER_OPTIMIZERS:
+        from fedjax_lab import validation
+
+        raise validation.unknown_name_error("server optimizer", name, SERVER_OPTIMIZERS)
+    return SERVER_OPTIMIZERS[name](c.server.learning_rate)
+
+
+def server_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Arguments of the server-based factories."""
+    return dict(
+        num_clients=c.num_clients,
+        clients_per_round=c.server.clients_per_round,
+        server_optimizer=server_optimizer(c),
+        lr_decay=c.local.lr_decay,
+        **execution_kwargs(c),
+    )
+
+
+def decentralized_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Arguments of the decentralized factories."""
+    return dict(
+        num_clients=c.num_clients,
+        gossip_steps=c.communication.gossip_steps,
+        order=c.communication.order,
+        lr_decay=c.local.lr_decay,
+        **execution_kwargs(c),
+    )
+
+
+def local_sam_sgd(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """SAM + SGD with the ``local`` and ``sam`` sections."""
+    return sharpness_aware.sam_sgd(
+        c.local.learning_rate, c.sam.rho, momentum=c.local.momentum or None, adaptive=c.sam.adaptive
+    )

@@ -1,0 +1,319 @@
+"""A federated round composed of named pieces.
+
+:func:`compose` builds an :class:`~fedjax_lab.algorithms.base.Algorithm` from
+
+* a **client update**: the local :class:`~fedjax_lab.local.Phase` s every client runs
+  (each with its optimizer, step count, trained part and gradient hook), with optional
+  :class:`Persistent` per-client state (rows ``[N, ...]`` in ``State.clients``; the cohort's
+  rows are gathered before training and scattered back after) and optional per-client step
+  counts (:func:`fixed_step_counts`, :func:`uniform_step_counts`);
+* an **update transform**: an optax transformation applied to each client's update
+  ``delta_i = y_i - x_i`` (the shared part) before it leaves the client, with the client's
+  key from the privacy stream, ``key=fold_in(privacy, i)`` (clipping, noise, sparsification);
+  without one, a client sends its model as it is;
+* a **communication** piece (:mod:`fedjax_lab.algorithms.communication`): the server mean
+  or gossip, applied to the shared part of the parameters only (``labels``, a partition of
+  :mod:`fedjax_lab.partition`); the personal part never leaves the client;
+* a **server update** (server-based algorithms): an optax transformation of the
+  pseudo-gradient ``x - mean_i(x + s_i)``, its state in ``State.server``:
+  ``optax.sgd(eta_g)`` is FedAvg's ``x <- x + eta_g mean_i delta_i``, ``optax.adam`` FedAdam.
+  It receives the keyword argument ``client_state`` (the population's persistent state
+  after this round), so a server rule may read every client's state (FedSpeed does).
+
+Per round, with ``S`` the cohort and ``T`` the update transform:
+
+.. math::
+
+  y_i = \\mathrm{Phases}(x_i), \\quad s_i = T(y_i - x_i), \\qquad
+  \\text{server: } x \\leftarrow x + \\mathrm{ServerOpt}(-\\tfrac{1}{m}\\textstyle\\sum_{i \\in S} s_i),
+  \\qquad \\text{gossip: } x_i \\leftarrow \\sum_j (W^Q)_{ij} (x_j + s_j),
+
+where a server-based client starts from ``x_i = x``. ``order="gossip_then_train"`` (the
+decentralized family only) mixes the previous round's models first, then trains.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedjax_lab import clients
+from fedjax_lab import local
+from fedjax_lab import partition
+from fedjax_lab.algorithms import base
+from fedjax_lab.algorithms import communication as comm_lib
+from fedjax_lab.randomness import Stream
+from fedjax_lab.randomness import stream
+
+ORDERS = ("train_then_gossip", "gossip_then_train")
+
+StepCounts = Callable[[jax.Array, jax.Array], jax.Array]  # (key, client ids) -> int32[m]
+
+
+class Persistent(NamedTuple):
+    """Per-client state kept across rounds, for every client (sampled or not).
+
+    Attributes:
+      init: ``params -> row``, one client's initial state from the initial model.
+      optimizer_args: ``(row, start) -> dict``, extra keyword arguments for the client's
+        local optimizer this round (``start`` is the model the client starts from).
+      update: ``(row, start, trained, sent) -> row``, the row after the round, from the
+        model the client started from, the model it trained and the update it sent.
+    """
+
+    init: Callable[[Any], Any]
+    optimizer_args: Callable[[Any, Any], dict[str, Any]]
+    update: Callable[[Any, Any, Any, Any], Any]
+
+
+def fixed_step_counts(counts: Any) -> StepCounts:
+    """Client ``i`` runs ``counts[i]`` local steps (per phase) every round."""
+    counts = jnp.asarray(counts, jnp.int32)
+    if counts.ndim != 1 or bool(jnp.any(counts < 1)):
+        raise ValueError(f"Expected a 1-D array of step counts >= 1, got {counts!r}.")
+    return lambda key, ids: counts[ids]
+
+
+def uniform_step_counts(low: int, high: int) -> StepCounts:
+    """Each round, every client draws its step count uniformly from ``[low, high]``."""
+    low = base.check_positive_int("low", low)
+    high = base.check_positive_int("high", high)
+    if low > high:
+        raise ValueError(f"Expected low <= high step counts, got {low} > {high}.")
+    return lambda key, ids: jax.vmap(
+        lambda i: jax.random.randint(jax.random.fold_in(key, i), (), low, high + 1)
+    )(ids).astype(jnp.int32)
+
+
+def sample_without_replacement(num_clients: int, cohort_size: int) -> Callable:
+    """``key -> int32[m]``: m distinct clients, uniformly, sorted (the cohort stream)."""
+
+    def cohort(key):
+        ids = jax.random.choice(
+            stream(key, Stream.COHORT), num_clients, (cohort_size,), replace=False
+        )
+        return jnp.sort(ids).astype(jnp.int32)
+
+    return cohort
+
+
+def everyone(num_clients: int) -> Callable:
+    """``key -> int32[N]``: every client takes part."""
+    return lambda key: jnp.arange(num_clients, dtype=jnp.int32)
+
+
+def compose(
+    loss_fn: local.LossFn,
+    *,
+    name: str,
+    num_clients: int,
+    phases: Sequence[local.Phase],
+    communication: comm_lib.Communication,
+    cohort_size: int | None = None,
+    update_transform: optax.GradientTransformation | None = None,
+    server_optimizer: optax.GradientTransformation | None = None,
+    persistent: Persistent | None = None,
+    step_counts: StepCounts | None = None,
+    labels: partition.LabelFn | Any = partition.everything_shared,
+    order: str = "train_then_gossip",
+    lr_decay: float = 1.0,
+    strategy: str = "vmap",
+    chunk_size: int | None = None,
+    unroll: int | bool = 1,
+    host_hook: base.HostHook | None = None,
+) -> base.Algorithm:
+    """An algorithm from its pieces (see the module docstring).
+
+    Args:
+      loss_fn: ``(params, batch) -> scalar`` for one client.
+      name: the algorithm's name.
+      num_clients: N.
+      phases: the local phases, in order (:class:`~fedjax_lab.local.Phase`).
+      communication: :func:`~fedjax_lab.algorithms.communication.server_mean` or
+        :func:`~fedjax_lab.algorithms.communication.gossip`.
+      cohort_size: m clients sampled per round without replacement (server-based only;
+        the decentralized family trains every client).
+      update_transform: optax transformation of each client's update, or None.
+      server_optimizer: the server update (server-based only); default ``optax.sgd(1.0)``.
+      persistent: per-client state kept across rounds, or None.
+      step_counts: per-client local step counts each round, or None (every step).
+      labels: the partition of the parameters; only the ``"shared"`` part is communicated.
+      order: ``"train_then_gossip"`` or ``"gossip_then_train"`` (decentralized only).
+      lr_decay: local updates in round t are multiplied by ``lr_decay ** t``.
+      strategy, chunk_size: how clients are mapped (see :func:`fedjax_lab.clients.map_clients`).
+      unroll: ``lax.scan`` unrolling of the local steps.
+      host_hook: host-side work after every round (:class:`~fedjax_lab.algorithms.base.HostHook`).
+
+    Returns:
+      An :class:`~fedjax_lab.algorithms.base.Algorithm`.
+    """
+    num_clients = base.check_positive_int("num_clients", num_clients)
+    phases = local.check_phases(phases)
+    lr_decay = base.check_learning_rate_decay(lr_decay)
+    clients.validate_strategy(strategy, chunk_size)
+    decentralized = communication.decentralized
+    if order not in ORDERS:
+        raise ValueError(f"Unknown order {order!r}; expected one of {ORDERS}.")
+    if decentralized:
+        if cohort_size not in (None, num_clients):
+            raise ValueError(f"{name} is decentralized: every client trains, got m={cohort_size}.")
+        if server_optimizer is not None:
+            raise ValueError(f"{name} is decentralized: it has no server optimizer.")
+        m, cohort = num_clients, everyone(num_clients)
+    else:
+        m = base.check_positive_int("clients_per_round", cohort_size)
+        if m > num_clients:
+            raise ValueError(f"Expected clients_per_round <= num_clients={num_clients}, got {m}.")
+        if order != ORDERS[0]:
+            raise ValueError(f"order={order!r} applies to decentralized algorithms only.")
+        cohort = sample_without_replacement(num_clients, m)
+    server_optimizer = optax.with_extra_args_support(server_optimizer or optax.sgd(1.0))
+    transform = optax.with_extra_args_support(update_transform) if update_transform else None
+    steps_needed = local.phase_steps(phases)
+    all_clients = m == num_clients
+
+    def shared_mask(params):
+        return partition.mask(labels, params, partition.SHARED)
+
+    def init(params):
+        rows = () if persistent is None else persistent.init(params)
+        return base.State(
+            params=clients.broadcast_to_clients(params, num_clients) if decentralized else params,
+            round=jnp.zeros((), jnp.int32),
+            server=()
+            if decentralized
+            else server_optimizer.init(partition.select(params, shared_mask(params))),
+            clients=clients.broadcast_to_clients(rows, num_clients),
+            communication=communication.init(num_clients),
+        )
+
+    def client_update(start, row, batches, key, privacy_key, count, *, labels_tree, keep, scale):
+        """One client: local phases from ``start``; returns what it sends and keeps."""
+        result = local.run_phases(
+            phases,
+            loss_fn,
+            start,
+            batches,
+            key,
+            labels=labels_tree,
+            step_scale=scale,
+            unroll=unroll,
+            step_count=count,
+            optimizer_args=persistent.optimizer_args(row, start) if persistent else None,
+        )
+        trained, delta = result.params, None
+        if transform is not None or persistent is not None:
+            delta = jax.tree.map(
+                jnp.subtract, partition.select(trained, keep), partition.select(start, keep)
+            )
+        if transform is not None:
+            delta, _ = transform.update(delta, transform.init(delta), start, key=privacy_key)
+        # Without an update transform a client sends its (shared) model as it is.
+        sent = partition.select(trained, keep) if transform is None else delta
+        if persistent is not None:
+            row = persistent.update(row, start, trained, delta)
+        return sent, trained, row, result.losses, result.active
+
+    def round_fn(state, mixing, batches, key):
+        communication.check_mixing(mixing, num_clients, name)
+        base.check_batches(batches, m, steps_needed)
+        ids = cohort(key)
+        per_client = (
+            state.clients if all_clients else clients.gather(state.clients, ids),
+            batches,
+            clients.client_keys(stream(key, Stream.TRAIN), ids),
+            clients.client_keys(stream(key, Stream.PRIVACY), ids),
+            None if step_counts is None else step_counts(stream(key, Stream.STEPS), ids),
+        )
+        one_model = jax.tree.map(lambda x: x[0], state.params) if decentralized else state.params
+        keep = shared_mask(one_model)
+        update = functools.partial(
+            client_update,
+            labels_tree=partition.resolve(labels, one_model),
+            keep=keep,
+            scale=base.round_step_scale(state.round, lr_decay),
+        )
+        mapped = {"strategy": strategy, "chunk_size": chunk_size}
+        models, comm_state = state.params, state.communication
+        if decentralized:
+            if order == "gossip_then_train":
+                shared, personal = partition.split(models, keep)
+                shared, comm_state, models_sent = communication.combine(comm_state, mixing, shared)
+                models = partition.merge(shared, personal)
+            sent, trained, rows, losses, active = clients.map_clients(
+                update, models, *per_client, **mapped
+            )
+            if transform is not None:  # x_j + s_j: the model the neighbours receive
+                sent = jax.tree.map(jnp.add, partition.select(models, keep), sent)
+            if order == "train_then_gossip":
+                sent, comm_state, models_sent = communication.combine(comm_state, mixing, sent)
+            new_server = state.server
+        else:
+            sent, trained, rows, losses, active = clients.map_clients(
+                lambda *a: update(models, *a), *per_client, **mapped
+            )
+        new_clients = rows if all_clients else clients.scatter(state.clients, ids, rows)
+        if decentralized:
+            new_params = partition.merge(sent, partition.select(trained, _negate(keep)))
+        else:
+            mean, comm_state, models_sent = communication.combine(comm_state, None, sent)
+            x, personal = partition.split(models, keep)
+            # The pseudo-gradient x - mean_i(x + s_i): -mean(delta), or x - mean(y).
+            pseudo_grad = (
+                jax.tree.map(jnp.subtract, x, mean)
+                if transform is None
+                else jax.tree.map(jnp.negative, mean)
+            )
+            updates, new_server = server_optimizer.update(
+                pseudo_grad, state.server, x, client_state=new_clients
+            )
+            new_params = partition.merge(optax.apply_updates(x, updates), personal)
+        metrics = {
+            "train_loss": _mean_active_loss(losses, active, step_counts is not None),
+            "models_sent": models_sent,
+        }
+        new_state = base.State(
+            params=new_params,
+            round=state.round + 1,
+            server=new_server,
+            clients=new_clients,
+            communication=comm_state,
+        )
+        return new_state, metrics
+
+    def client_params(state):
+        if decentralized:
+            return state.params
+        return clients.broadcast_to_clients(state.params, num_clients)
+
+    def message_bytes(params):
+        return {"models_sent": base.model_bytes(partition.select(params, shared_mask(params)))}
+
+    return base.Algorithm(
+        name=name,
+        num_clients=num_clients,
+        cohort_size=m,
+        decentralized=decentralized,
+        init=init,
+        cohort=cohort,
+        round=round_fn,
+        client_params=client_params,
+        message_bytes=message_bytes,
+        local_steps=steps_needed,
+        host_hook=host_hook,
+    )
+
+
+def _negate(keep: Any) -> Any:
+    return jax.tree.map(lambda k: not k, keep)
+
+
+def _mean_active_loss(losses: jax.Array, active: jax.Array, masked: bool) -> jax.Array:
+    """The mean loss over the steps that ran (every step unless step counts were given)."""
+    if not masked:
+        return jnp.mean(losses)
+    return jnp.sum(jnp.where(active, losses, 0.0)) / jnp.maximum(jnp.sum(active), 1)
