@@ -87,3 +87,31 @@ def ring_matrix(n):
         for j in (i - 1, i, i + 1):
             w[i, j % n] = 1.0 / 3.0
     return w
+
+
+def fedspeed_round(x, h, ids, bx, by, lr, rho, lam):
+    """One FedSpeed round; ``h`` (a list over all N clients) is updated in place."""
+    trained = []
+    for slot, i in enumerate(ids):
+        y = {k: v.copy() for k, v in x.items()}
+        for xk, yk in zip(bx[slot], by[slot]):
+            g = sam_grad(y, xk, yk, rho)
+            g = {k: g[k] + lam * (y[k] - x[k] + h[i][k]) for k in g}
+            y = add(y, g, -lr)
+        h[i] = {k: h[i][k] + y[k] - x[k] for k in x}
+        trained.append(y)
+    return {
+        k: np.mean([y[k] for y in trained], axis=0) + np.mean([hi[k] for hi in h], axis=0)
+        for k in x
+    }
+
+
+def adam_server_round(x, m, v, t, ids, bx, by, lr, server_lr, b1=0.9, b2=0.999, eps=1e-8):
+    """FedAvg with Adam on the pseudo-gradient x - mean(y) (FedAdam); returns (x, m, v)."""
+    ys = [local_steps(x, bx[slot], by[slot], lr) for slot, _ in enumerate(ids)]
+    g = {k: x[k] - np.mean([y[k] for y in ys], axis=0) for k in x}
+    m = {k: b1 * m[k] + (1 - b1) * g[k] for k in x}
+    v = {k: b2 * v[k] + (1 - b2) * g[k] ** 2 for k in x}
+    mhat = {k: m[k] / (1 - b1**t) for k in x}
+    vhat = {k: v[k] / (1 - b2**t) for k in x}
+    return {k: x[k] - server_lr * mhat[k] / (np.sqrt(vhat[k]) + eps) for k in x}, m, v

@@ -215,3 +215,128 @@ def test_bad_inputs_raise_clear_errors():
         algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N, strategy="sideways")
     with pytest.raises(ValueError, match="momentum"):
         algorithms.dfedavgm(LOSS, learning_rate=LR, momentum=1.5, num_clients=N)
+
+
+def test_fedspeed_keeps_per_client_corrections_and_matches_numpy():
+    alg = algorithms.fedspeed(
+        LOSS, learning_rate=LR, rho=0.2, prox_strength=0.3, num_clients=N, clients_per_round=3
+    )
+    params, _ = problem()
+    state = alg.init(params)
+    x, h = as64(params), [{k: np.zeros_like(v) for k, v in as64(params).items()} for _ in range(N)]
+    step = jax.jit(alg.round)
+    seen = set()
+    for r in range(3):  # cohorts differ, so untouched rows must persist
+        _, batches = problem(num_batches=3, seed=10 + r)
+        key = jax.random.key(r)
+        ids = np.asarray(alg.cohort(key))
+        seen |= set(ids.tolist())
+        state, _ = step(state, None, batches, key)
+        x = ref.fedspeed_round(
+            x, h, ids, as64(batches)["x"], batches["y"], LR, rho=0.2, lam=0.3
+        )
+    assert len(seen) > 3
+    assert_close(state.params, x, atol=5e-5)
+    for i in range(N):
+        assert_close({k: v[i] for k, v in state.clients.items()}, h[i], atol=5e-5)
+    untouched = [i for i in range(N) if i not in seen]
+    for i in untouched:
+        assert not np.any(np.asarray(state.clients["w"][i]))
+
+
+def test_server_optimizer_is_an_optax_transformation_fedadam():
+    alg = algorithms.fedavg(
+        LOSS, optax.sgd(LR), num_clients=N, clients_per_round=3,
+        server_optimizer=optax.adam(0.05),
+    )
+    params, _ = problem()
+    state = alg.init(params)
+    x = as64(params)
+    m = {k: np.zeros_like(v) for k, v in x.items()}
+    v = {k: np.zeros_like(val) for k, val in x.items()}
+    for r in range(2):
+        _, batches = problem(num_batches=3, seed=20 + r)
+        key = jax.random.key(r)
+        ids = np.asarray(alg.cohort(key))
+        state, _ = alg.round(state, None, batches, key)
+        x, m, v = ref.adam_server_round(
+            x, m, v, r + 1, ids, as64(batches)["x"], batches["y"], LR, server_lr=0.05
+        )
+    assert_close(state.params, x, atol=2e-5)
+
+
+def test_update_transform_clips_each_client_update_before_gossip():
+    clip = 0.05
+    alg = algorithms.dfedavg(
+        LOSS, learning_rate=LR, num_clients=N, update_transform=optax.clip_by_global_norm(clip)
+    )
+    params, batches = problem()
+    w = ref.ring_matrix(N)
+    state, _ = alg.round(alg.init(params), jnp.asarray(w, jnp.float32), batches, jax.random.key(0))
+    start = as64(params)
+    sent = []
+    for i in range(N):
+        y = ref.local_steps(start, as64(batches)["x"][i], batches["y"][i], LR)
+        delta = {k: y[k] - start[k] for k in y}
+        scale = min(1.0, clip / ref.norm(delta))
+        sent.append(ref.add(start, delta, scale))
+    expected = ref.gossip(sent, w)
+    for i in range(N):
+        assert_close(unstack(state.params)[i], expected[i])
+
+
+def noise_transform(std):
+    """Adds N(0, std^2) noise from the per-client key (a stand-in for DP noise)."""
+
+    def update(updates, state, params=None, *, key, **extra):
+        del params, extra
+        leaves, tree = jax.tree.flatten(updates)
+        keys = jax.random.split(key, len(leaves))
+        noisy = [u + std * jax.random.normal(k, u.shape) for u, k in zip(leaves, keys)]
+        return jax.tree.unflatten(tree, noisy), state
+
+    return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+
+
+@pytest.mark.parametrize("strategy,chunk_size", [("vmap", None), ("chunked", 2), ("sequential", None)])
+def test_update_transform_gets_independent_per_client_keys(strategy, chunk_size):
+    params, batches = problem()
+    build = lambda transform: algorithms.dfedavg(
+        LOSS, learning_rate=LR, num_clients=N, update_transform=transform,
+        strategy=strategy, chunk_size=chunk_size,
+    )
+    eye = jnp.eye(N)
+    plain, noisy = build(None), build(noise_transform(1.0))
+    a, _ = plain.round(plain.init(params), eye, batches, jax.random.key(0))
+    b, _ = noisy.round(noisy.init(params), eye, batches, jax.random.key(0))
+    noise = np.asarray(b.params["w"] - a.params["w"]).reshape(N, -1)
+    assert 0.8 < noise.std() < 1.2
+    # Different clients draw different noise, and a client's noise does not depend on the
+    # strategy (the vmap round draws the same).
+    assert np.abs(np.corrcoef(noise)[np.triu_indices(N, 1)]).max() < 0.9
+    vmapped = algorithms.dfedavg(
+        LOSS, learning_rate=LR, num_clients=N, update_transform=noise_transform(1.0)
+    )
+    c, _ = vmapped.round(vmapped.init(params), eye, batches, jax.random.key(0))
+    chex.assert_trees_all_close(b.params, c.params, atol=1e-5)
+
+
+def test_partition_gossips_the_shared_part_only():
+    from fedjax_lab import partition
+
+    labels = partition.personal_layers(["b"])
+    alg = algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N, labels=labels)
+    params, batches = problem()
+    w = ref.ring_matrix(N)
+    state, metrics = alg.round(
+        alg.init(params), jnp.asarray(w, jnp.float32), batches, jax.random.key(0)
+    )
+    trained = [
+        ref.local_steps(as64(params), as64(batches)["x"][i], batches["y"][i], LR) for i in range(N)
+    ]
+    mixed = ref.gossip(trained, w)
+    for i in range(N):
+        got = unstack(state.params)[i]
+        np.testing.assert_allclose(got["w"], mixed[i]["w"], atol=2e-5)
+        np.testing.assert_allclose(got["b"], trained[i]["b"], atol=2e-5)  # never left client i
+    assert alg.message_bytes(params) == {"models_sent": 4 * D * C}

@@ -184,3 +184,43 @@ def test_gossip_auto_picks_the_mixing_form(topology, gossip, form):
     assert isinstance(exp._mixing(0), form)
     state, metrics = exp.train_round(exp.initial_state, 0)
     assert np.isfinite(float(metrics["train_loss"]))
+
+
+def test_cli_config_prints_the_resolved_config_with_comments(capsys):
+    assert cli.main(["config", "--algorithm", "fedspeed", "--clients", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "[fedspeed]\nprox_strength = 0.1  # lambda" in out
+    assert "clients_per_round = 3  # m of N" in out  # 10% of 30
+    assert "rho = 0.1  # SAM radius" in out  # fedspeed's own default
+    assert "partition = 'dirichlet'" in out
+    assert cli.main(["config", "--algorithm", "dfedsam_mgs", "--set", "sam.rho=0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "gossip_steps = 4" in out and "rho = 0.2" in out
+    assert cli.main(["config", "--set", "fedspeed.prox_strength=1"]) == 2
+    assert "Unknown config key 'fedspeed.prox_strength'" in capsys.readouterr().err
+
+
+def test_resolution_keeps_explicit_values_and_is_idempotent():
+    c = config_lib.update(
+        config_lib.get_config("dfedsam_mgs"),
+        {"communication.gossip_steps": 2, "server.clients_per_round": 7, "data.partition": "iid"},
+    )
+    once = config_lib.resolve(c)
+    assert (once.communication.gossip_steps, once.server.clients_per_round) == (2, 7)
+    assert once.data.partition == "iid"
+    assert config_lib.resolve(once).to_dict() == once.to_dict()
+    defaults = config_lib.resolve(config_lib.get_config("fedavg"))
+    assert defaults.server.clients_per_round == 10 and defaults.local.momentum == 0.0
+    assert config_lib.resolve(config_lib.get_config("dfedavgm")).local.momentum == 0.9
+    tiny = config_lib.resolve(config_lib.update(config_lib.get_config("fedavg"), num_clients=5))
+    assert tiny.server.clients_per_round == 1
+
+
+def test_a_run_whose_config_predates_new_keys_still_resumes(tmp_path):
+    experiment.run(small_config(rounds=2, checkpoint_every=1), tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["server"]["optimizer"], stored["execution"]["unroll"]  # keys added later
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    args = ["run", "--workdir", str(tmp_path), "--resume"]
+    assert cli.main(args) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["server"]["optimizer"] == "sgd"

@@ -165,3 +165,44 @@ def test_build_gives_a_steppable_experiment():
     assert exp.topology.name == "ring"
     logits = exp.apply_fn(jax.tree.map(lambda x: x[0], state.params), exp.dataset.test.x[0])
     assert logits.shape == (exp.dataset.test.x.shape[1], 10)
+
+
+def test_an_algorithms_metrics_bytes_and_host_hook_reach_the_records(tmp_path):
+    from tests import toy_algorithm
+
+    toy_algorithm.ensure_registered()
+    summary = experiment.run(toy_algorithm.small_config(rounds=3), tmp_path)
+    lines = records.load_metrics(tmp_path)
+    assert [l["host_rounds"] for l in lines] == [1, 2, 3]
+    for line in lines:
+        assert line["toy_metric"] == pytest.approx(2 * line["train_loss"])
+        assert line["seeds_sent"] == 6
+    exp = experiment.build(toy_algorithm.small_config())
+    per_round = 4 * exp.message_bytes["models_sent"] + 6 * toy_algorithm.SEED_BYTES
+    assert exp.message_bytes["seeds_sent"] == toy_algorithm.SEED_BYTES
+    assert [l["bytes_communicated"] for l in lines] == [per_round * r for r in (1, 2, 3)]
+    assert summary["host_loss_sum"] == pytest.approx(sum(l["train_loss"] for l in lines))
+
+
+def test_a_host_hooks_state_survives_kill_and_resume(tmp_path):
+    def toy(workdir, *flags):
+        command = [sys.executable, "-m", "tests.toy_algorithm", str(workdir), "60", *flags]
+        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert toy(straight).wait(timeout=300) == 0
+    process = toy(killed)
+    deadline = time.monotonic() + 300
+    while not any(p.name.isdigit() and int(p.name) >= 5 for p in (killed / "checkpoints").glob("*")):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "summary.json").exists()
+    assert toy(killed, "--resume").wait(timeout=300) == 0
+    a = json.loads((straight / "summary.json").read_text())
+    b = json.loads((killed / "summary.json").read_text())
+    assert b["resumed_from"] >= 5 and a["host_rounds"] == b["host_rounds"] == 60
+    assert a["host_loss_sum"] == b["host_loss_sum"]
+    assert records.load_metrics(straight) == records.load_metrics(killed)

@@ -20,6 +20,7 @@ from fedjax_lab.algorithms.decentralized import dfedsam
 from fedjax_lab.algorithms.server import fedspeed
 from fedjax_lab.algorithms.registry import available_algorithms
 from fedjax_lab.algorithms.registry import build_algorithm
+from fedjax_lab.algorithms.registry import register
 from fedjax_lab.algorithms.rounds import Persistent
 from fedjax_lab.algorithms.rounds import compose
 from fedjax_lab.algorithms.rounds import fixed_step_counts
@@ -47,6 +48,7 @@ __all__ = (
     "fixed_step_counts",
     "gossip",
     "model_bytes",
+    "register",
     "server_mean",
     "uniform_step_counts",
 )

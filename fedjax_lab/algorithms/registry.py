@@ -34,6 +34,34 @@ _SPECS: dict[str, base.AlgorithmSpec] = {
 }
 
 
+def register(algorithm: base.AlgorithmSpec, *, replace: bool = False) -> None:
+    """Adds an algorithm of your own to the registry (the config, the runner and the CLI
+    then know it by name).
+
+    Args:
+      algorithm: its :class:`~fedjax_lab.algorithms.base.AlgorithmSpec`; its section's
+        fields must be dotted keys under its name.
+      replace: allow replacing an algorithm registered under the same name.
+    """
+    if not isinstance(algorithm, base.AlgorithmSpec):
+        raise ValueError(f"Expected an AlgorithmSpec, got {type(algorithm).__name__}.")
+    if algorithm.name in _SPECS and not replace:
+        raise ValueError(f"An algorithm named {algorithm.name!r} is registered already.")
+    for field in algorithm.fields:
+        if not field.key.startswith(f"{algorithm.name}."):
+            raise ValueError(
+                f"Expected {algorithm.name}'s config fields under {algorithm.name!r}, got "
+                f"{field.key!r}."
+            )
+    _SPECS[algorithm.name] = algorithm
+
+
+def unregister(name: str) -> None:
+    """Removes an algorithm added with :func:`register`."""
+    spec(name)
+    del _SPECS[name]
+
+
 def available_algorithms() -> tuple[str, ...]:
     """The registered names, in ``fedjax-lab list`` order."""
     return tuple(_SPECS)

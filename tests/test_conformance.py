@@ -1,0 +1,277 @@
+"""One conformance suite for every registered algorithm and every transformation.
+
+Parametrized over ``available_algorithms()`` and ``fedjax_lab.transforms.__all__``, so what
+is added later is checked without editing this file (a transformation needs one case in
+``TRANSFORM_CASES``, and a test fails until it has one). The checks are plain functions that
+raise AssertionError; deliberately broken toy algorithms show that each can fail.
+"""
+
+import dataclasses
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fedjax_lab import algorithms
+from fedjax_lab import cli
+from fedjax_lab import config as config_lib
+from fedjax_lab import objectives
+from fedjax_lab import records
+from fedjax_lab import transforms
+from tests import numpy_reference as ref
+from tests import test_sharding
+
+N, B, D, C = 8, 4, 6, 3
+DEFAULT_STEPS = 3
+
+
+def apply_fn(params, x):
+    return x @ params["hidden"]["w"] + params["head"]["b"]
+
+
+LOSS = objectives.cross_entropy_loss(apply_fn)
+
+
+def build(name, **execution):
+    c = config_lib.update(
+        config_lib.get_config(name),
+        {"num_clients": N, "server.clients_per_round": 4, "local.learning_rate": 0.2},
+        execution={"strategy": "vmap", **execution},
+    )
+    return algorithms.build_algorithm(c, LOSS)
+
+
+def inputs(alg, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {
+        "hidden": {"w": rng.normal(size=(D, C)).astype(np.float32) * 0.5},
+        "head": {"b": rng.normal(size=(C,)).astype(np.float32) * 0.1},
+    }
+    k, m = alg.local_steps or DEFAULT_STEPS, alg.cohort_size
+    batches = {
+        "x": rng.normal(size=(m, k, B, D)).astype(np.float32),
+        "y": rng.integers(0, C, size=(m, k, B)).astype(np.int32),
+    }
+    mixing = jnp.asarray(ref.ring_matrix(N), jnp.float32) if alg.decentralized else None
+    return alg.init(params), mixing, batches
+
+
+def run_rounds(round_fn, alg, rounds=2):
+    state, mixing, batches = inputs(alg)
+    states, metrics = [state], []
+    for r in range(rounds):
+        state, m = round_fn(state, mixing, batches, jax.random.key(r))
+        states.append(state)
+        metrics.append(m)
+    return states, metrics
+
+
+def check_jit_matches_no_jit(alg):
+    jitted, _ = run_rounds(jax.jit(alg.round), alg)
+    plain, _ = run_rounds(alg.round, alg)
+    chex.assert_trees_all_close(jitted[-1], plain[-1], atol=1e-5, rtol=1e-5)
+
+
+def check_one_trace_per_round(alg):
+    chex.clear_trace_counter()
+    round_fn = jax.jit(chex.assert_max_traces(alg.round, n=1))
+    run_rounds(round_fn, alg, rounds=3)
+
+
+def check_state_is_stable(alg):
+    states, metrics = run_rounds(jax.jit(alg.round), alg, rounds=2)
+    shapes = [jax.tree.map(lambda x: (jnp.shape(x), jnp.asarray(x).dtype), s) for s in states]
+    assert jax.tree.structure(states[0]) == jax.tree.structure(states[-1]), "state structure changed"
+    assert shapes[0] == shapes[1] == shapes[2], "state shapes or dtypes changed across rounds"
+    assert "train_loss" in metrics[0] and all(jnp.ndim(v) == 0 for v in metrics[0].values())
+    for key in alg.message_bytes(jax.tree.map(lambda x: x[0], states[0].params) if alg.decentralized else states[0].params):
+        assert key in metrics[0], f"message count {key!r} missing from the round's metrics"
+    assert int(states[-1].round) == 2
+
+
+def check_strategies_agree(alg_of):
+    expected, _ = run_rounds(jax.jit(alg_of(strategy="vmap").round), alg_of(strategy="vmap"))
+    for strategy, chunk in (("chunked", 3), ("sequential", None)):
+        alg = alg_of(strategy=strategy, chunk_size=chunk)
+        actual, _ = run_rounds(jax.jit(alg.round), alg)
+        chex.assert_trees_all_close(actual[-1], expected[-1], atol=1e-5, rtol=1e-5)
+
+
+NAMES = algorithms.available_algorithms()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_matches_no_jit(name):
+    check_jit_matches_no_jit(build(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_trace_per_round(name):
+    check_one_trace_per_round(build(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_structure_and_dtypes_are_stable(name):
+    check_state_is_stable(build(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_client_strategies_agree(name):
+    check_strategies_agree(lambda **kw: build(name, **kw))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_two_cli_rounds_on_8_clients_write_the_records(tmp_path, name):
+    args = ["run", "--algorithm", name, "--clients", "8", "--rounds", "2", "--workdir", str(tmp_path)]
+    assert cli.main([*args, "--set", "progress=false", "--set", "eval_every=1"]) == 0
+    lines = records.load_metrics(tmp_path)
+    assert [l["round"] for l in lines] == [1, 2]
+    assert lines[1]["bytes_communicated"] > lines[0]["bytes_communicated"] > 0
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert stored["algorithm"] == name
+    assert None not in (
+        stored["server"]["clients_per_round"],
+        stored["communication"]["gossip_steps"],
+        stored["data"]["partition"],
+        stored["sam"]["rho"],
+    )
+
+
+SHARDED_SCRIPT = """
+import json, jax, jax.numpy as jnp, numpy as np
+from fedjax_lab import algorithms, sharding
+from tests import test_conformance as t
+assert jax.device_count() == 8
+mesh = sharding.client_mesh()
+out = {}
+for name in algorithms.available_algorithms():
+    alg = t.build(name)
+    state, mixing, batches = t.inputs(alg)
+    one, _ = jax.jit(alg.round)(state, mixing, batches, jax.random.key(0))
+    split, _ = sharding.sharded_round(alg, mesh)(state, mixing, batches, jax.random.key(0))
+    diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), one, sharding.to_host(split))
+    out[name] = max(jax.tree.leaves(diffs) or [0.0])
+print(json.dumps(out))
+"""
+
+
+def test_sharded_rounds_on_8_devices_equal_one_device():
+    report = test_sharding._run_on_8_devices(SHARDED_SCRIPT)
+    assert set(report) == set(NAMES)
+    for name, diff in report.items():
+        assert diff < 1e-5, (name, diff)
+
+
+# Deliberately broken toys: each property above must be able to fail.
+
+
+def _broken(make_round):
+    alg = build("fedavg")
+    return dataclasses.replace(alg, round=make_round(alg))
+
+
+def _drifting_dtype(alg):
+    def round_fn(state, mixing, batches, key):
+        state, metrics = alg.round(state, mixing, batches, key)
+        return state._replace(params=jax.tree.map(lambda x: x.astype(jnp.bfloat16), state.params)), metrics
+
+    return round_fn
+
+
+def _retracing(alg):
+    calls = []
+
+    def round_fn(state, mixing, batches, key):
+        calls.append(1)  # trace-time side effect: the state depends on the Python call count
+        state, metrics = alg.round(state, mixing, batches, key)
+        return state._replace(round=state.round + len(calls) - 1), metrics
+
+    return round_fn
+
+
+def _float_counter(alg):
+    def round_fn(state, mixing, batches, key):
+        state, metrics = alg.round(state, mixing, batches, key)
+        return state._replace(round=state.round.astype(jnp.float32)), metrics
+
+    return round_fn
+
+
+def _chunk_dependent():
+    def alg_of(**execution):
+        alg = build("fedavg", **execution)
+        shift = 0.0 if execution.get("strategy", "vmap") == "vmap" else 1e-2
+
+        def round_fn(state, mixing, batches, key):
+            state, metrics = alg.round(state, mixing, batches, key)
+            return state._replace(params=jax.tree.map(lambda x: x + shift, state.params)), metrics
+
+        return dataclasses.replace(alg, round=round_fn)
+
+    return alg_of
+
+
+def test_the_checks_catch_broken_algorithms():
+    with pytest.raises(AssertionError, match="dtypes changed"):
+        check_state_is_stable(_broken(_drifting_dtype))
+    with pytest.raises(AssertionError):
+        check_jit_matches_no_jit(_broken(_retracing))
+    with pytest.raises(AssertionError, match="traced > 1 times"):
+        check_one_trace_per_round(_broken(_float_counter))
+    with pytest.raises(AssertionError):
+        check_strategies_agree(_chunk_dependent())
+    no_count = build("fedavg")
+    no_count = dataclasses.replace(
+        no_count, message_bytes=lambda p: {"models_sent": 4, "seeds_sent": 8}
+    )
+    with pytest.raises(AssertionError, match="seeds_sent"):
+        check_state_is_stable(no_count)
+
+
+# Transformations.
+
+PARAMS = {"w": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4), "b": jnp.ones(4)}
+
+
+def _loss(p):
+    return jnp.sum(jnp.sin(p["w"]) ** 2) + jnp.sum(p["b"] ** 2)
+
+
+EXTRA = dict(loss_fn=_loss, key=jax.random.key(0), anchor=jax.tree.map(jnp.zeros_like, PARAMS))
+TRANSFORM_CASES = {
+    "sam": lambda: transforms.sam(0.1),
+    "sam_perturbation": None,  # a function, not a transformation (sam uses it)
+    "proximal": lambda: transforms.proximal(0.3),
+    "sam_sgd": lambda: transforms.sam_sgd(0.1, 0.05),
+}
+
+
+def test_every_transformation_has_a_conformance_case():
+    assert set(transforms.__all__) == set(TRANSFORM_CASES)
+
+
+@pytest.mark.parametrize("name", [n for n, f in TRANSFORM_CASES.items() if f is not None])
+def test_transformation_conformance(name):
+    opt = optax.with_extra_args_support(TRANSFORM_CASES[name]())
+    grads = jax.grad(_loss)(PARAMS)
+    state = opt.init(PARAMS)
+    plain = opt.update(grads, state, PARAMS, **EXTRA)
+    jitted = jax.jit(lambda g, s, p: opt.update(g, s, p, **EXTRA))(grads, state, PARAMS)
+    chex.assert_trees_all_close(plain, jitted, atol=1e-6)
+    chex.assert_trees_all_equal_dtypes(plain[0], grads)
+    chex.assert_trees_all_equal_structs(plain[1], state)
+
+    def step(carry, _):
+        p, s = carry
+        u, s = opt.update(jax.grad(_loss)(p), s, p, **EXTRA)
+        return (optax.apply_updates(p, u), s), None
+
+    (p, s), _ = jax.lax.scan(step, (PARAMS, state), None, length=3)
+    chex.assert_trees_all_equal_structs(s, state)
+    chained = optax.chain(opt, optax.scale(-0.1))
+    u, _ = chained.update(grads, chained.init(PARAMS), PARAMS, **EXTRA)
+    chex.assert_trees_all_close(u, jax.tree.map(lambda x: -0.1 * x, plain[0]), atol=1e-6)

@@ -1,0 +1,85 @@
+"""A toy algorithm that exercises the runner contract, and a script that runs it.
+
+It is FedAvg plus: a metric of its own (``toy_metric``), a second kind of message
+(``seeds_sent``, 8 bytes each, 3 per sampled client) and a host hook whose state counts the
+rounds and sums the training losses. ``python -m tests.toy_algorithm WORKDIR [--resume]``
+runs it from the command line's code path (used by the kill -9 test).
+"""
+
+import dataclasses
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+
+from fedjax_lab import config as config_lib
+from fedjax_lab import experiment
+from fedjax_lab.algorithms import base
+from fedjax_lab.algorithms import configured
+from fedjax_lab.algorithms import registry
+from fedjax_lab.algorithms import server
+
+SEED_BYTES = 8
+
+
+def host_hook() -> base.HostHook:
+    def init():
+        return {"rounds": np.zeros((), np.int64), "loss_sum": np.zeros((), np.float64)}
+
+    def after_round(state, round_index, metrics):
+        state = {
+            "rounds": np.asarray(state["rounds"] + 1, np.int64),
+            "loss_sum": np.asarray(state["loss_sum"] + metrics["train_loss"], np.float64),
+        }
+        return state, {"host_rounds": int(state["rounds"]), "host_loss_sum": float(state["loss_sum"])}
+
+    return base.HostHook(init, after_round)
+
+
+def build(c, loss_fn):
+    inner = server.fedavg(loss_fn, configured.local_sgd(c), name="toy", **configured.server_kwargs(c))
+
+    def round_fn(state, mixing, batches, key):
+        state, metrics = inner.round(state, mixing, batches, key)
+        metrics["toy_metric"] = 2.0 * metrics["train_loss"]
+        metrics["seeds_sent"] = jnp.asarray(3 * inner.cohort_size, jnp.int32)
+        return state, metrics
+
+    return dataclasses.replace(
+        inner,
+        round=round_fn,
+        message_bytes=lambda p: {**inner.message_bytes(p), "seeds_sent": SEED_BYTES},
+        host_hook=host_hook(),
+    )
+
+
+TOY = base.AlgorithmSpec(name="toy", summary="test algorithm", build=build)
+
+
+def ensure_registered():
+    if "toy" not in registry.available_algorithms():
+        registry.register(TOY)
+
+
+def small_config(rounds=4, **values):
+    return config_lib.update(
+        config_lib.get_config("toy"),
+        {
+            "num_clients": 6,
+            "rounds": rounds,
+            "eval_every": 1,
+            "checkpoint_every": 1,
+            "progress": False,
+            "local.steps": 2,
+            "local.batch_size": 8,
+            "data.test_examples_per_client": 20,
+            "server.clients_per_round": 2,
+            **values,
+        },
+    )
+
+
+if __name__ == "__main__":
+    ensure_registered()
+    resume = "--resume" in sys.argv
+    experiment.run(small_config(rounds=int(sys.argv[2])), sys.argv[1], resume=resume)
