@@ -47,6 +47,7 @@ def __getattr__(name: str):
         return importlib.import_module("fedjax_lab.plotting")
     raise AttributeError(f"module 'fedjax_lab' has no attribute {name!r}")
 
+
 __all__ = (
     "algorithms",
     "checkpoints",

@@ -215,7 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as error:
         print(f"fedjax-lab: stopped: {_one_line(error)}", file=sys.stderr)
         return 3
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError, ImportError, MemoryError) as error:
+    except (
+        ValueError,
+        TypeError,
+        FileExistsError,
+        FileNotFoundError,
+        ImportError,
+        MemoryError,
+    ) as error:
         print(f"fedjax-lab: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:  # pylint: disable=broad-except

@@ -73,22 +73,56 @@ FIELDS: tuple[Field, ...] = (
     Field("local.batch_size", 32, "examples per local step"),
     Field("local.learning_rate", 0.1, "local SGD step size"),
     Field("local.lr_decay", 0.998, "local updates scaled by lr_decay ** round"),
-    Field("local.momentum", None, "heavy-ball momentum, reset every round (0.9 for dfedavgm)", float),
+    Field(
+        "local.momentum", None, "heavy-ball momentum, reset every round (0.9 for dfedavgm)", float
+    ),
     Field("sam.rho", None, "SAM radius; None = the algorithm's (0.05; 0.1 for fedspeed)", float),
     Field("sam.adaptive", False, "ASAM instead of SAM"),
     Field("server.clients_per_round", None, "m of N each round; None = 10% of N, at least 1", int),
-    Field("server.optimizer", "sgd", "server update of the mean client update: sgd, adam, yogi, adagrad"),
+    Field(
+        "server.optimizer",
+        "sgd",
+        "server update of the mean client update: sgd, adam, yogi, adagrad",
+    ),
     Field("server.learning_rate", 1.0, "server step size (1.0 with sgd = plain FedAvg)"),
     Field("communication.topology", "ring", "decentralized algorithms: fedjax-lab list shows them"),
-    Field("communication.gossip_steps", None, "Q; None = the algorithm's (1; 4 for dfedsam_mgs)", int),
-    Field("communication.order", "train_then_gossip", "or gossip_then_train (released DFedSAM code)"),
-    Field("communication.form", "auto", "dense, sparse, or auto (sparse below 10% nonzero, circulant if static)"),
-    Field("communication.topology_p", None, "erdos_renyi edge probability; None = 3 ln(N) / N", float),
-    Field("communication.topology_k", None, "random_in_neighbours in-degree; None = min(10, N - 1)", int),
-    Field("execution.strategy", "auto", "auto (per backend, in the memory budget), vmap, chunked, sequential"),
+    Field(
+        "communication.gossip_steps", None, "Q; None = the algorithm's (1; 4 for dfedsam_mgs)", int
+    ),
+    Field(
+        "communication.order", "train_then_gossip", "or gossip_then_train (released DFedSAM code)"
+    ),
+    Field(
+        "communication.form",
+        "auto",
+        "dense, sparse, or auto (sparse below 10% nonzero, circulant if static)",
+    ),
+    Field(
+        "communication.topology_p", None, "erdos_renyi edge probability; None = 3 ln(N) / N", float
+    ),
+    Field(
+        "communication.topology_k",
+        None,
+        "random_in_neighbours in-degree; None = min(10, N - 1)",
+        int,
+    ),
+    Field(
+        "execution.strategy",
+        "auto",
+        "auto (per backend, in the memory budget), vmap, chunked, sequential",
+    ),
     Field("execution.chunk_size", None, "clients per chunk of the chunked strategy", int),
-    Field("execution.shard_clients", "auto", "split clients over devices: yes, no, auto (when they divide)"),
-    Field("execution.memory_budget_gb", None, "for auto; None = 80% of the device (or host) memory", float),
+    Field(
+        "execution.shard_clients",
+        "auto",
+        "split clients over devices: yes, no, auto (when they divide)",
+    ),
+    Field(
+        "execution.memory_budget_gb",
+        None,
+        "for auto; None = 80% of the device (or host) memory",
+        float,
+    ),
     Field("execution.unroll", 1, "lax.scan unroll of the local steps"),
 )
 
@@ -194,7 +228,9 @@ def _check_type(field: Field, value: Any) -> Any:
     return value
 
 
-def update(config: ml_collections.ConfigDict, values: dict | None = None, **kwargs) -> ml_collections.ConfigDict:
+def update(
+    config: ml_collections.ConfigDict, values: dict | None = None, **kwargs
+) -> ml_collections.ConfigDict:
     """A copy of ``config`` with typed values set; keys may be dotted or nested dicts.
 
     ``update(c, num_clients=10, local={"steps": 2})`` and

@@ -174,7 +174,9 @@ def _prepare_workdir(
     if resume:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"Nothing to resume: {path} holds no config.json.")
-        differ = _config_differences(json.loads((path / "config.json").read_text()), config.to_dict())
+        differ = _config_differences(
+            json.loads((path / "config.json").read_text()), config.to_dict()
+        )
         if differ:
             raise ValueError(
                 f"The config differs from the run in {path} ({', '.join(differ)}); resume it "
@@ -337,7 +339,12 @@ class _Placement:
         layout = sharding.client_shardings(state, self.mesh, self.num_clients)
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         return dict(
-            in_shardings=(layout, replicated, sharding.client_shardings(train, self.mesh), replicated),
+            in_shardings=(
+                layout,
+                replicated,
+                sharding.client_shardings(train, self.mesh),
+                replicated,
+            ),
             out_shardings=(layout, replicated),
         )
 
@@ -373,7 +380,9 @@ def _compile_round(c, algorithm_with, args, root, placement, params, jit_kwargs)
     )
     if c.execution.strategy != "auto":
         plan = execution.ExecutionPlan(c.execution.strategy, c.execution.chunk_size)
-        compiled = jax.jit(round_for(plan.strategy, plan.chunk_size), **jit_kwargs).lower(*args).compile()
+        compiled = (
+            jax.jit(round_for(plan.strategy, plan.chunk_size), **jit_kwargs).lower(*args).compile()
+        )
         return compiled, plan
     budget_gb = c.execution.memory_budget_gb
     budget = int(budget_gb * 2**30) if budget_gb else execution.default_memory_budget()

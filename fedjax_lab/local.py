@@ -116,7 +116,9 @@ def local_train(
     else:
         problem = _frozen_mask_problem(trains, params)
         if problem:
-            raise ValueError(f"Expected `trains` to be a boolean pytree over params, got {problem}.")
+            raise ValueError(
+                f"Expected `trains` to be a boolean pytree over params, got {problem}."
+            )
         trained, frozen = partition.split(params, trains)
     full = (lambda t: t) if frozen is None else (lambda t: partition.merge(t, frozen))
     if opt_state is None:
@@ -179,9 +181,13 @@ def check_phases(phases: Sequence[Phase]) -> tuple[Phase, ...]:
         raise ValueError("Expected at least one local phase, got none.")
     for index, phase in enumerate(phases):
         if not isinstance(phase, Phase):
-            raise ValueError(f"Expected local.Phase objects, got {type(phase).__name__} at {index}.")
+            raise ValueError(
+                f"Expected local.Phase objects, got {type(phase).__name__} at {index}."
+            )
         if phase.steps is None and index != len(phases) - 1:
-            raise ValueError(f"Only the last phase may take the remaining steps; phase {index} does.")
+            raise ValueError(
+                f"Only the last phase may take the remaining steps; phase {index} does."
+            )
         if phase.steps is not None and (isinstance(phase.steps, bool) or phase.steps < 1):
             raise ValueError(f"Expected phase {index} steps >= 1, got {phase.steps!r}.")
         if phase.trains is not None and phase.trains not in partition.LABELS:

@@ -6,7 +6,9 @@ import difflib
 from typing import Iterable
 
 
-def unknown_name_error(kind: str, value: object, known: Iterable[str], *, show: int = 40) -> ValueError:
+def unknown_name_error(
+    kind: str, value: object, known: Iterable[str], *, show: int = 40
+) -> ValueError:
     """A ValueError for a name not among ``known``, naming the closest known ones.
 
     Args:

@@ -232,9 +232,7 @@ def test_fedspeed_keeps_per_client_corrections_and_matches_numpy():
         ids = np.asarray(alg.cohort(key))
         seen |= set(ids.tolist())
         state, _ = step(state, None, batches, key)
-        x = ref.fedspeed_round(
-            x, h, ids, as64(batches)["x"], batches["y"], LR, rho=0.2, lam=0.3
-        )
+        x = ref.fedspeed_round(x, h, ids, as64(batches)["x"], batches["y"], LR, rho=0.2, lam=0.3)
     assert len(seen) > 3
     assert_close(state.params, x, atol=5e-5)
     for i in range(N):
@@ -246,7 +244,10 @@ def test_fedspeed_keeps_per_client_corrections_and_matches_numpy():
 
 def test_server_optimizer_is_an_optax_transformation_fedadam():
     alg = algorithms.fedavg(
-        LOSS, optax.sgd(LR), num_clients=N, clients_per_round=3,
+        LOSS,
+        optax.sgd(LR),
+        num_clients=N,
+        clients_per_round=3,
         server_optimizer=optax.adam(0.05),
     )
     params, _ = problem()
@@ -298,12 +299,18 @@ def noise_transform(std):
     return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
 
 
-@pytest.mark.parametrize("strategy,chunk_size", [("vmap", None), ("chunked", 2), ("sequential", None)])
+@pytest.mark.parametrize(
+    "strategy,chunk_size", [("vmap", None), ("chunked", 2), ("sequential", None)]
+)
 def test_update_transform_gets_independent_per_client_keys(strategy, chunk_size):
     params, batches = problem()
     build = lambda transform: algorithms.dfedavg(
-        LOSS, learning_rate=LR, num_clients=N, update_transform=transform,
-        strategy=strategy, chunk_size=chunk_size,
+        LOSS,
+        learning_rate=LR,
+        num_clients=N,
+        update_transform=transform,
+        strategy=strategy,
+        chunk_size=chunk_size,
     )
     eye = jnp.eye(N)
     plain, noisy = build(None), build(noise_transform(1.0))

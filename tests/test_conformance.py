@@ -85,10 +85,14 @@ def check_one_trace_per_round(alg):
 def check_state_is_stable(alg):
     states, metrics = run_rounds(jax.jit(alg.round), alg, rounds=2)
     shapes = [jax.tree.map(lambda x: (jnp.shape(x), jnp.asarray(x).dtype), s) for s in states]
-    assert jax.tree.structure(states[0]) == jax.tree.structure(states[-1]), "state structure changed"
+    assert jax.tree.structure(states[0]) == jax.tree.structure(states[-1]), (
+        "state structure changed"
+    )
     assert shapes[0] == shapes[1] == shapes[2], "state shapes or dtypes changed across rounds"
     assert "train_loss" in metrics[0] and all(jnp.ndim(v) == 0 for v in metrics[0].values())
-    for key in alg.message_bytes(jax.tree.map(lambda x: x[0], states[0].params) if alg.decentralized else states[0].params):
+    for key in alg.message_bytes(
+        jax.tree.map(lambda x: x[0], states[0].params) if alg.decentralized else states[0].params
+    ):
         assert key in metrics[0], f"message count {key!r} missing from the round's metrics"
     assert int(states[-1].round) == 2
 
@@ -126,7 +130,17 @@ def test_client_strategies_agree(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_two_cli_rounds_on_8_clients_write_the_records(tmp_path, name):
-    args = ["run", "--algorithm", name, "--clients", "8", "--rounds", "2", "--workdir", str(tmp_path)]
+    args = [
+        "run",
+        "--algorithm",
+        name,
+        "--clients",
+        "8",
+        "--rounds",
+        "2",
+        "--workdir",
+        str(tmp_path),
+    ]
     assert cli.main([*args, "--set", "progress=false", "--set", "eval_every=1"]) == 0
     lines = records.load_metrics(tmp_path)
     assert [l["round"] for l in lines] == [1, 2]
@@ -177,7 +191,9 @@ def _broken(make_round):
 def _drifting_dtype(alg):
     def round_fn(state, mixing, batches, key):
         state, metrics = alg.round(state, mixing, batches, key)
-        return state._replace(params=jax.tree.map(lambda x: x.astype(jnp.bfloat16), state.params)), metrics
+        return state._replace(
+            params=jax.tree.map(lambda x: x.astype(jnp.bfloat16), state.params)
+        ), metrics
 
     return round_fn
 

@@ -28,7 +28,9 @@ def small_config(**values):
 
 @pytest.mark.parametrize("algorithm", ["dfedsam", "fedavg"])
 def test_run_writes_config_metrics_and_summary(tmp_path, algorithm):
-    summary = experiment.run(small_config(**{"algorithm": algorithm, "server.clients_per_round": 3}), tmp_path)
+    summary = experiment.run(
+        small_config(**{"algorithm": algorithm, "server.clients_per_round": 3}), tmp_path
+    )
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["algorithm"] == algorithm and config["num_clients"] == 6
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -66,7 +68,9 @@ def test_config_overrides_are_typed_and_typos_named():
         ValueError, match="Unknown config key 'local.lerning_rate'.*'local.learning_rate'"
     ):
         config_lib.apply_overrides(config_lib.get_config(), ["local.lerning_rate=0.1"])
-    with pytest.raises(ValueError, match="Unknown config key 'lerning_rate'.*'local.learning_rate'"):
+    with pytest.raises(
+        ValueError, match="Unknown config key 'lerning_rate'.*'local.learning_rate'"
+    ):
         config_lib.apply_overrides(config_lib.get_config(), ["lerning_rate=0.1"])
     with pytest.raises(ValueError, match="Expected a value of type int for 'rounds', got '1.5'"):
         config_lib.apply_overrides(config_lib.get_config(), ["rounds=1.5"])
@@ -94,8 +98,10 @@ def test_config_overrides_are_typed_and_typos_named():
             ["--set", "execution.shard_clients=true"],
             "Unknown config.execution.shard_clients 'true'",
         ),
-        (["--set", "server.clients_per_round=20", "--algorithm", "fedavg", "--clients", "8"],
-         "Expected config.server.clients_per_round <= num_clients=8, got 20"),
+        (
+            ["--set", "server.clients_per_round=20", "--algorithm", "fedavg", "--clients", "8"],
+            "Expected config.server.clients_per_round <= num_clients=8, got 20",
+        ),
         (["--coordinator", "127.0.0.1:1"], "needs all of --coordinator, --num-processes"),
     ],
 )

@@ -95,7 +95,9 @@ def two_point_estimate(mu=1e-2, directions=8):
 
         def one(k):
             keys = jax.random.split(k, len(leaves))
-            u = jax.tree.unflatten(tree, [jax.random.normal(q, l.shape) for q, l in zip(keys, leaves)])
+            u = jax.tree.unflatten(
+                tree, [jax.random.normal(q, l.shape) for q, l in zip(keys, leaves)]
+            )
             plus = jax.tree.map(lambda p, d: p + mu * d, params, u)
             minus = jax.tree.map(lambda p, d: p - mu * d, params, u)
             scale = (loss_fn(plus) - loss_fn(minus)) / (2 * mu)
@@ -151,7 +153,9 @@ def test_frozen_leaves_do_not_move_and_sam_sees_the_trained_part_only():
     w = params["w"]
     only_b = lambda p, batch: LOSS({"w": w, "b": p["b"]}, batch)
     alone = local.local_train(opt, only_b, {"b": params["b"]}, batches, jax.random.key(0))
-    np.testing.assert_allclose(np.asarray(result.params["b"]), np.asarray(alone.params["b"]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(result.params["b"]), np.asarray(alone.params["b"]), atol=1e-6
+    )
     with pytest.raises(ValueError, match="boolean pytree"):
         local.local_train(opt, LOSS, params, batches, jax.random.key(0), trains={"w": 1, "b": 0})
 
@@ -165,16 +169,28 @@ def test_phases_train_the_head_then_the_body_on_their_own_batches():
     _, batches = problem()
     labels = partition.resolve(partition.head_labels, params)
     phases = local.check_phases(
-        [local.Phase(optax.sgd(0.01), steps=2, trains="personal"), local.Phase(optax.sgd(0.5), trains="shared")]
+        [
+            local.Phase(optax.sgd(0.01), steps=2, trains="personal"),
+            local.Phase(optax.sgd(0.5), trains="shared"),
+        ]
     )
     result = local.run_phases(phases, loss, params, batches, jax.random.key(0), labels=labels)
     head_only = local.local_train(
-        optax.sgd(0.01), loss, params, jax.tree.map(lambda b: b[:2], batches), jax.random.key(0),
+        optax.sgd(0.01),
+        loss,
+        params,
+        jax.tree.map(lambda b: b[:2], batches),
+        jax.random.key(0),
         trains=partition.mask(labels, params, "personal"),
     )
     body_then = local.local_train(
-        optax.sgd(0.5), loss, head_only.params, jax.tree.map(lambda b: b[2:], batches),
-        jax.random.key(0), trains=partition.mask(labels, params, "shared"), first_step=2,
+        optax.sgd(0.5),
+        loss,
+        head_only.params,
+        jax.tree.map(lambda b: b[2:], batches),
+        jax.random.key(0),
+        trains=partition.mask(labels, params, "shared"),
+        first_step=2,
     )
     chex.assert_trees_all_close(result.params, body_then.params)
     assert result.losses.shape == (K,)
@@ -187,9 +203,15 @@ def test_phases_train_the_head_then_the_body_on_their_own_batches():
 
 
 def test_partition_labels_select_merge_and_optax():
-    params = {"hidden_0": {"kernel": jnp.ones((2, 3))}, "head": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
+    params = {
+        "hidden_0": {"kernel": jnp.ones((2, 3))},
+        "head": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)},
+    }
     labels = partition.head_labels(params)
-    assert labels == {"hidden_0": {"kernel": "shared"}, "head": {"kernel": "personal", "bias": "personal"}}
+    assert labels == {
+        "hidden_0": {"kernel": "shared"},
+        "head": {"kernel": "personal", "bias": "personal"},
+    }
     shared, personal = partition.split(params, partition.mask(labels, params))
     assert shared["head"]["kernel"] is None and personal["hidden_0"]["kernel"] is None
     chex.assert_trees_all_equal(partition.merge(shared, personal), params)

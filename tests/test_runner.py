@@ -143,7 +143,9 @@ def test_config_file_errors(tmp_path):
         "    c.local.lerning_rate = 0.3\n"
         "    return c\n"
     )
-    with pytest.raises(ValueError, match="'local.lerning_rate'. Did you mean 'local.learning_rate'"):
+    with pytest.raises(
+        ValueError, match="'local.lerning_rate'. Did you mean 'local.learning_rate'"
+    ):
         config_lib.load_config_file(bad)
     with pytest.raises(FileNotFoundError, match="No config file"):
         config_lib.load_config_file(tmp_path / "missing.py")
@@ -193,7 +195,9 @@ def test_a_host_hooks_state_survives_kill_and_resume(tmp_path):
     assert toy(straight).wait(timeout=300) == 0
     process = toy(killed)
     deadline = time.monotonic() + 300
-    while not any(p.name.isdigit() and int(p.name) >= 5 for p in (killed / "checkpoints").glob("*")):
+    while not any(
+        p.name.isdigit() and int(p.name) >= 5 for p in (killed / "checkpoints").glob("*")
+    ):
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)

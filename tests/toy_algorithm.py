@@ -31,13 +31,18 @@ def host_hook() -> base.HostHook:
             "rounds": np.asarray(state["rounds"] + 1, np.int64),
             "loss_sum": np.asarray(state["loss_sum"] + metrics["train_loss"], np.float64),
         }
-        return state, {"host_rounds": int(state["rounds"]), "host_loss_sum": float(state["loss_sum"])}
+        return state, {
+            "host_rounds": int(state["rounds"]),
+            "host_loss_sum": float(state["loss_sum"]),
+        }
 
     return base.HostHook(init, after_round)
 
 
 def build(c, loss_fn):
-    inner = server.fedavg(loss_fn, configured.local_sgd(c), name="toy", **configured.server_kwargs(c))
+    inner = server.fedavg(
+        loss_fn, configured.local_sgd(c), name="toy", **configured.server_kwargs(c)
+    )
 
     def round_fn(state, mixing, batches, key):
         state, metrics = inner.round(state, mixing, batches, key)

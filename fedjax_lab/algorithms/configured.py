@@ -23,7 +23,9 @@ SERVER_OPTIMIZERS = {
 
 def execution_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
     """Client strategy and scan unrolling (``execution``)."""
-    return dict(strategy=c.execution.strategy, chunk_size=c.execution.chunk_size, unroll=c.execution.unroll)
+    return dict(
+        strategy=c.execution.strategy, chunk_size=c.execution.chunk_size, unroll=c.execution.unroll
+    )
 
 
 def local_sgd(c: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -200,16 +200,16 @@ FEDSPEED = base.AlgorithmSpec(
     name="fedspeed",
     summary="server; SAM + prox-correction h_i kept per client across rounds",
     build=_build_fedspeed,
-    fields=(
-        config_lib.Field("fedspeed.prox_strength", 0.1, "lambda, the pull toward x - h_i"),
-    ),
+    fields=(config_lib.Field("fedspeed.prox_strength", 0.1, "lambda, the pull toward x - h_i"),),
     defaults={"sam.rho": 0.1},
 )
 
 FEDAVG = base.AlgorithmSpec(
     name="fedavg",
     summary="server, m of N clients per round; local SGD; mean of client updates",
-    build=lambda c, f: fedavg(f, configured.local_sgd(c), name="fedavg", **configured.server_kwargs(c)),
+    build=lambda c, f: fedavg(
+        f, configured.local_sgd(c), name="fedavg", **configured.server_kwargs(c)
+    ),
 )
 FEDSAM = base.AlgorithmSpec(
     name="fedsam",
