@@ -4,9 +4,9 @@
 
 The workload of throughput.py (MLP 60-200-200-10 on FedProx synthetic(1, 1), K = 10 SAM
 steps of batch 32, ring gossip) run through `fedjax_lab.experiment.build` with the library's
-defaults (strategy "auto", gossip "auto", one JAX CPU device per core with the clients split
-over them, as `fedjax-lab run` does; `--cpu-devices 1` for one device), so it measures what a
-user gets. Each N runs in its own process, which reports the median seconds per round (after one untimed compile-and-run
+defaults (`execution.strategy` "auto", `communication.form` "auto", one JAX CPU device per
+core with the clients split over them, as `fedjax-lab run` does; `--cpu-devices 1` for one
+device), so it measures what a user gets. Each N runs in its own process, which reports the median seconds per round (after one untimed compile-and-run
 round) and its peak resident memory. Results go to benchmarks/results/scaling_cpu.json and a
 log-log plot to benchmarks/results/scaling_cpu.png.
 """
@@ -36,9 +36,7 @@ def one(num_clients: int, rounds: int, cpu_devices: int | None) -> dict:
         config_lib.get_config(),
         dataset="synthetic",
         num_clients=num_clients,
-        local_steps=10,
-        batch_size=32,
-        learning_rate=0.05,
+        local={"steps": 10, "batch_size": 32, "learning_rate": 0.05},
         progress=False,
     )
     start = time.perf_counter()
@@ -59,10 +57,10 @@ def one(num_clients: int, rounds: int, cpu_devices: int | None) -> dict:
         "strategy": exp.execution.strategy,
         "chunk_size": exp.execution.chunk_size,
         "round_bytes": exp.execution.round_bytes,
-        "gossip": c.gossip,
+        "gossip": c.communication.form,
         "median_s_per_round": median,
         "times_s": times,
-        "client_steps_per_s": num_clients * c.local_steps / median,
+        "client_steps_per_s": num_clients * c.local.steps / median,
         "setup_and_first_round_s": setup,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }

@@ -70,6 +70,8 @@ from fedjax_lab import objectives
 from fedjax_lab import sharding
 from fedjax_lab import topology
 from fedjax_lab.algorithms import dfedsam
+from fedjax_lab.randomness import Stream
+from fedjax_lab.randomness import stream
 
 
 def make_round(algorithm, mesh, params, train):
@@ -81,7 +83,7 @@ def make_round(algorithm, mesh, params, train):
         batches = data.sample_batches(
             train,
             algorithm.cohort(key),
-            jax.random.fold_in(key, 2),
+            stream(key, Stream.DATA),
             ARGS.local_steps,
             ARGS.batch_size,
         )

@@ -11,7 +11,7 @@ spike from another process hits all of them alike):
 * ``jax-<strategy>-<mixing>[-d<D>]``: one jitted function = ``sample_batches`` for all
   clients + ``dfedsam(...).round``; strategy ``vmap`` / ``sequential`` / ``chunked<C>``
   (client execution), mixing ``dense`` (``[N, N]`` W), ``sparse`` (``to_sparse(W)``) or
-  ``circulant`` (``to_circulant(W)``, what ``gossip="auto"`` picks for a ring).
+  ``circulant`` (``to_circulant(W)``, what ``communication.form="auto"`` picks for a ring).
   Given as ``strategy:mixing[:dD]``; the optional ``dD`` (``dall``: every device) splits the
   clients over D devices (:mod:`fedjax_lab.sharding`: state and data split, mixing
   replicated, batches sampled by a separate jitted function, then ``sharded_round``); without

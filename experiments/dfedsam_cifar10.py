@@ -16,18 +16,22 @@ def get_config():
     c.algorithm = "dfedsam"
     c.dataset = "cifar10"
     c.model = "resnet18"
-    c.topology = "random_in_neighbours"
-    c.topology_k = 10
     c.num_clients = 100
     c.rounds = 1000
-    c.alpha = 0.3
-    c.local_steps = 20
-    c.batch_size = 128
-    c.learning_rate = 0.1
-    c.lr_decay = 0.998
-    c.rho = 0.05  # SAM radius; sweep {0.01, 0.05, 0.1} for a reproduction
-    c.momentum = 0.9  # used by dfedavgm only
-    c.test_examples_per_client = 100
     c.eval_every = 20
     c.checkpoint_every = 50
+
+    c.data.alpha = 0.3
+    c.data.test_examples_per_client = 100
+
+    c.local.steps = 20
+    c.local.batch_size = 128
+    c.local.learning_rate = 0.1
+    c.local.lr_decay = 0.998
+    # local.momentum stays None: 0.9 for dfedavgm (its default), none for the others.
+
+    c.sam.rho = 0.05  # SAM radius; sweep {0.01, 0.05, 0.1} for a reproduction
+
+    c.communication.topology = "random_in_neighbours"
+    c.communication.topology_k = 10
     return c

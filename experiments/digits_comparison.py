@@ -3,8 +3,8 @@
     python experiments/digits_comparison.py [--rounds 200] [--seeds 0 1] [--out experiments/results]
 
 Each algorithm runs with `fedjax_lab.config.get_config()` (Dirichlet(0.3) over 100 clients;
-ring topology for the decentralized ones, 10 clients per round for the server-based ones), with
-only `algorithm`, `rounds` and `seed` changed. The table reports the final mean per-client test
+ring topology for the decentralized ones, `server.clients_per_round` = 10% of them, 10, for the
+server-based ones), with only `algorithm`, `rounds` and `seed` changed. The table reports the final mean per-client test
 accuracy (mean over seeds), the averaged model's accuracy and the consensus distance.
 """
 

@@ -14,6 +14,7 @@ from fedjax_lab import config as config_lib
 def get_config():
     c = config_lib.load_config_file(pathlib.Path(__file__).with_name("dfedsam_cifar10.py"))
     c.algorithm = "fedsam"
-    c.clients_per_round = 10
-    c.server_learning_rate = 1.0
+    c.server.clients_per_round = 10
+    c.server.optimizer = "sgd"
+    c.server.learning_rate = 1.0
     return c

@@ -231,11 +231,13 @@ def run_phases(
       and whose ``opt_state`` is the tuple of the phases' final states.
     """
     total = jax.tree.leaves(batches)[0].shape[0]
-    needed = phase_steps(phases)
-    if (needed or sum(p.steps or 0 for p in phases) + 1) > total:
+    needed, fixed = phase_steps(phases), sum(p.steps or 0 for p in phases)
+    if needed is not None and needed != total:
+        raise ValueError(f"The local phases need {needed} batches per client, got {total}.")
+    if needed is None and fixed >= total:
         raise ValueError(
-            f"The local phases need {needed or 'more than ' + str(total - 1)} batches per "
-            f"client, got {total}."
+            f"The local phases before the last take {fixed} of the {total} batches per client, "
+            "leaving none for the last."
         )
     start, states, losses, active = 0, [], [], []
     for phase in phases:

@@ -99,6 +99,8 @@ from fedjax_lab import objectives
 from fedjax_lab import sharding
 from fedjax_lab import topology
 from fedjax_lab.experiment import params_fingerprint
+from fedjax_lab.randomness import Stream
+from fedjax_lab.randomness import stream
 
 NUM_CLIENTS = 16
 ROUNDS = 3
@@ -106,7 +108,6 @@ LOCAL_STEPS = 2
 BATCH_SIZE = 5
 INPUT_DIM = 8
 NUM_CLASSES = 4
-DATA_STREAM = 2
 ROOT_SEED = 7
 
 
@@ -155,7 +156,7 @@ def sample_round(algorithm, client_data, t):
     batches = data.sample_batches(
         client_data,
         algorithm.cohort(key),
-        jax.random.fold_in(key, DATA_STREAM),
+        stream(key, Stream.DATA),
         LOCAL_STEPS,
         BATCH_SIZE,
     )

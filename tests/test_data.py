@@ -261,7 +261,7 @@ def test_make_synthetic():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(name="digitz"), r"Unknown dataset 'digitz'.*digits.*Did you mean 'digits'"),
+        (dict(name="digitz"), r"Unknown dataset 'digitz'. Did you mean 'digits'.*synthetic"),
         (
             dict(name="digits", partition="dirichlett"),
             r"Unknown partition 'dirichlett'.*Did you mean 'dirichlet'",

@@ -70,15 +70,18 @@ def test_a_budget_below_one_client_is_a_clear_error():
 
 
 def test_auto_strategy_gives_the_same_run_as_vmap():
-    base = dict(num_clients=12, rounds=2, local_steps=2, batch_size=8, progress=False)
-    auto = experiment.build(config_lib.update(config_lib.get_config(), **base))
-    vmap = experiment.build(config_lib.update(config_lib.get_config(), strategy="vmap", **base))
+    base = dict(num_clients=12, rounds=2, local={"steps": 2, "batch_size": 8}, progress=False)
+    config = lambda **execution: config_lib.update(
+        config_lib.get_config(), execution=execution, **base
+    )
+    auto = experiment.build(config())
+    vmap = experiment.build(config(strategy="vmap"))
     assert (auto.execution.strategy, auto.execution.chunk_size) == ("chunked", 10)
     a, _ = auto.train_round(auto.initial_state, 0)
     b, _ = vmap.train_round(vmap.initial_state, 0)
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_allclose(x, y, atol=1e-6)
     with pytest.raises(MemoryError, match="does not fit"):
-        experiment.build(config_lib.update(config_lib.get_config(), memory_budget_gb=1e-6, **base))
+        experiment.build(config(memory_budget_gb=1e-6))
     with pytest.raises(ValueError, match="Unknown client strategy 'fast'"):
-        experiment.build(config_lib.update(config_lib.get_config(), strategy="fast", **base))
+        experiment.build(config(strategy="fast"))

@@ -266,13 +266,13 @@ from fedjax_lab import config as config_lib, experiment
 assert jax.device_count() == 8
 out = {}
 for algorithm in ("dfedsam", "fedavg"):
-    base = dict(algorithm=algorithm, num_clients=16, clients_per_round=8, local_steps=2,
-                batch_size=8, rounds=3, eval_every=3, test_examples_per_client=20,
-                progress=False)
+    base = dict(algorithm=algorithm, num_clients=16, rounds=3, eval_every=3, progress=False,
+                server={"clients_per_round": 8}, local={"steps": 2, "batch_size": 8},
+                data={"test_examples_per_client": 20})
     params = {}
     for shard in ("no", "yes"):
-        exp = experiment.build(config_lib.update(config_lib.get_config(), shard_clients=shard,
-                                                 **base))
+        exp = experiment.build(config_lib.update(config_lib.get_config(),
+                                                 execution={"shard_clients": shard}, **base))
         state = exp.initial_state
         for t in range(3):
             state, metrics = exp.train_round(state, t)
@@ -283,9 +283,10 @@ for algorithm in ("dfedsam", "fedavg"):
     out[algorithm + "_max_diff"] = max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
         for a, b in zip(params["no"], params["yes"]))
-config = config_lib.update(config_lib.get_config(), shard_clients="yes", num_clients=16,
-                           local_steps=2, batch_size=8, rounds=4, eval_every=2,
-                           checkpoint_every=2, test_examples_per_client=20, progress=False)
+config = config_lib.update(config_lib.get_config(), execution={"shard_clients": "yes"},
+                           num_clients=16, local={"steps": 2, "batch_size": 8}, rounds=4,
+                           eval_every=2, checkpoint_every=2,
+                           data={"test_examples_per_client": 20}, progress=False)
 first = experiment.run(config, sys.argv[1])
 again = experiment.run(config, sys.argv[1], resume=True)
 out["resume_same"] = first["params_sha256"] == again["params_sha256"]
@@ -371,9 +372,10 @@ def test_two_processes_run_one_experiment_from_the_command_line(tmp_path):
     """``fedjax-lab run`` over two processes (2 CPU devices each) records the same run as one
     process with 4 devices: same final parameters, same metrics, one set of records."""
     small = [
-        *("--clients", "8", "--rounds", "4", "--set", "local_steps=2", "--set", "batch_size=8"),
+        *("--clients", "8", "--rounds", "4"),
+        *("--set", "local.steps=2", "--set", "local.batch_size=8"),
         *("--set", "eval_every=2", "--set", "checkpoint_every=2"),
-        *("--set", "test_examples_per_client=20", "--set", "progress=False"),
+        *("--set", "data.test_examples_per_client=20", "--set", "progress=False"),
     ]
     coordinator = f"127.0.0.1:{_free_port()}"
     commands = {"single": ["run", *small, "--cpu-devices", "4", "--workdir", str(tmp_path / "one")]}
