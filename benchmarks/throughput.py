@@ -46,7 +46,8 @@ import itertools
 import os
 import sys
 import time
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -198,6 +199,78 @@ def make_jax_runner(
         devices=devices,
     )
     name = variant_name(strategy, mixing_kind, args.chunk_size, args.unroll)
+    return Runner(name + device_suffix(devices), "jax", step)
+
+
+class _HandWrittenState(NamedTuple):
+    params: Any
+    round: jax.Array
+
+
+def handwritten_dfedsam(loss_fn, *, learning_rate, rho, num_clients, strategy, chunk_size=None):
+    """DFedSAM written as one monolithic round, with none of the library's pieces.
+
+    The same math as ``dfedsam(...)`` (K SAM steps per client, then one gossip step), with
+    the SAM step written out by hand: the reference for "the composable pieces cost nothing".
+    """
+
+    def local_sam(y, batches, key):
+        del key
+
+        def step(y, batch):
+            loss, g = jax.value_and_grad(loss_fn)(y, batch)
+            norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g)))
+            perturbed = jax.tree.map(lambda p, d: p + rho * d / (norm + 1e-12), y, g)
+            g2 = jax.grad(loss_fn)(perturbed, batch)
+            return jax.tree.map(lambda p, d: p - learning_rate * d, y, g2), loss
+
+        return jax.lax.scan(step, y, batches)
+
+    def round_fn(state, mixing, batches, key):
+        ids = jnp.arange(num_clients, dtype=jnp.int32)
+        keys = clients_lib.client_keys(jax.random.fold_in(key, 1), ids)
+        trained, losses = clients_lib.map_clients(
+            local_sam, state.params, batches, keys, strategy=strategy, chunk_size=chunk_size
+        )
+        params = gossip_lib.gossip(mixing, trained)
+        return _HandWrittenState(params, state.round + 1), {"train_loss": jnp.mean(losses)}
+
+    return SimpleNamespace(
+        name="handwritten",
+        num_clients=num_clients,
+        cohort_size=num_clients,
+        decentralized=True,
+        init=lambda p: _HandWrittenState(
+            clients_lib.broadcast_to_clients(p, num_clients), jnp.zeros((), jnp.int32)
+        ),
+        cohort=lambda key: jnp.arange(num_clients, dtype=jnp.int32),
+        round=round_fn,
+    )
+
+
+def make_handwritten_runner(
+    ds, args, num_clients: int, strategy: str, mixing_kind: str, devices: int
+) -> Runner:
+    """The hand-written monolithic round of :func:`handwritten_dfedsam` for a variant."""
+    _, params, loss_fn = jax_setup(num_clients, args.seed)
+    alg = handwritten_dfedsam(
+        loss_fn,
+        learning_rate=args.lr,
+        rho=args.rho,
+        num_clients=num_clients,
+        **strategy_kwargs(strategy, args.chunk_size),
+    )
+    step = round_step(
+        alg,
+        params,
+        mixing_for(num_clients, mixing_kind),
+        ds.train,
+        jax.random.key(args.seed + 1),
+        args.local_steps,
+        args.batch_size,
+        devices=devices,
+    )
+    name = "hand-" + variant_name(strategy, mixing_kind, args.chunk_size, 1)
     return Runner(name + device_suffix(devices), "jax", step)
 
 
@@ -368,6 +441,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--chunk-size", type=int, default=10, help="clients per chunk for 'chunked'")
     p.add_argument("--unroll", type=int, default=1, help="lax.scan unroll of the K local steps")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
+    p.add_argument(
+        "--handwritten",
+        action="store_true",
+        help="also time a hand-written monolithic DFedSAM round per variant (hand-...)",
+    )
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument(
         "--torch-device", default="cpu", help="where the PyTorch loop runs (cuda on a GPU)"
@@ -427,6 +505,8 @@ def main(argv=None) -> int:
             f"(padded to {ds.train.x.shape[1]}); {int((counts < b).sum())} clients with < B"
         )
         runners = [make_jax_runner(ds, args, n, *v) for v in variants]
+        if args.handwritten:
+            runners += [make_handwritten_runner(ds, args, n, *v) for v in variants]
         if not args.no_torch:
             runners.append(make_torch_runner(ds, args, n))
         log(

@@ -142,6 +142,9 @@ def compose(
       persistent: per-client state kept across rounds, or None.
       step_counts: per-client local step counts each round, or None (every step).
       labels: the partition of the parameters; only the ``"shared"`` part is communicated.
+        Decentralized clients keep their personal part; a server-based algorithm updates only
+        the shared part of its global model (per-client personal parts belong in
+        ``persistent`` state).
       order: ``"train_then_gossip"`` or ``"gossip_then_train"`` (decentralized only).
       lr_decay: local updates in round t are multiplied by ``lr_decay ** t``.
       strategy, chunk_size: how clients are mapped (see :func:`fedjax_lab.clients.map_clients`).
@@ -192,7 +195,9 @@ def compose(
         )
 
     def client_update(start, row, batches, key, privacy_key, count, *, labels_tree, keep, scale):
-        """One client: local phases from ``start``; returns what it sends and keeps."""
+        """One client: local phases from ``start``; returns its trained model, the update it
+        sends (None without an update transform: it then sends its shared part as it is),
+        its persistent row, and the losses and mask of its steps."""
         result = local.run_phases(
             phases,
             loss_fn,
@@ -212,11 +217,9 @@ def compose(
             )
         if transform is not None:
             delta, _ = transform.update(delta, transform.init(delta), start, key=privacy_key)
-        # Without an update transform a client sends its (shared) model as it is.
-        sent = partition.select(trained, keep) if transform is None else delta
         if persistent is not None:
             row = persistent.update(row, start, trained, delta)
-        return sent, trained, row, result.losses, result.active
+        return trained, delta if transform is not None else None, row, result.losses, result.active
 
     def round_fn(state, mixing, batches, key):
         communication.check_mixing(mixing, num_clients, name)
@@ -239,30 +242,29 @@ def compose(
         )
         mapped = {"strategy": strategy, "chunk_size": chunk_size}
         models, comm_state = state.params, state.communication
+        if decentralized and order == "gossip_then_train":
+            shared, personal = partition.split(models, keep)
+            shared, comm_state, models_sent = communication.combine(comm_state, mixing, shared)
+            models = partition.merge(shared, personal)
+        if decentralized:  # every client starts from its own model
+            outputs = clients.map_clients(update, models, *per_client, **mapped)
+        else:  # every sampled client starts from the global model
+            outputs = clients.map_clients(lambda *a: update(models, *a), *per_client, **mapped)
+        trained, delta, rows, losses, active = outputs
+        new_clients = rows if all_clients else clients.scatter(state.clients, ids, rows)
+        # What each client sends: the shared part of its model, or its transformed update.
+        sent = partition.select(trained, keep) if transform is None else delta
+        new_server = state.server
         if decentralized:
-            if order == "gossip_then_train":
-                shared, personal = partition.split(models, keep)
-                shared, comm_state, models_sent = communication.combine(comm_state, mixing, shared)
-                models = partition.merge(shared, personal)
-            sent, trained, rows, losses, active = clients.map_clients(
-                update, models, *per_client, **mapped
-            )
-            if transform is not None:  # x_j + s_j: the model the neighbours receive
-                sent = jax.tree.map(jnp.add, partition.select(models, keep), sent)
+            if transform is not None:  # neighbours receive x_j + T(y_j - x_j)
+                sent = jax.tree.map(jnp.add, partition.select(models, keep), delta)
             if order == "train_then_gossip":
                 sent, comm_state, models_sent = communication.combine(comm_state, mixing, sent)
-            new_server = state.server
-        else:
-            sent, trained, rows, losses, active = clients.map_clients(
-                lambda *a: update(models, *a), *per_client, **mapped
-            )
-        new_clients = rows if all_clients else clients.scatter(state.clients, ids, rows)
-        if decentralized:
             new_params = partition.merge(sent, partition.select(trained, _negate(keep)))
         else:
             mean, comm_state, models_sent = communication.combine(comm_state, None, sent)
             x, personal = partition.split(models, keep)
-            # The pseudo-gradient x - mean_i(x + s_i): -mean(delta), or x - mean(y).
+            # The pseudo-gradient x - mean_i(x + s_i): x - mean(y), or -mean(T(delta)).
             pseudo_grad = (
                 jax.tree.map(jnp.subtract, x, mean)
                 if transform is None
