@@ -42,6 +42,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import sys
@@ -177,15 +178,23 @@ def resolve_variants(
 
 
 def make_jax_runner(
-    ds, args, num_clients: int, strategy: str, mixing_kind: str, devices: int
+    ds,
+    args,
+    num_clients: int,
+    strategy: str,
+    mixing_kind: str,
+    devices: int,
+    handwritten: bool = False,
 ) -> Runner:
+    """A DFedSAM variant: the library's ``dfedsam`` or, with ``handwritten``, the monolithic
+    round of :func:`handwritten_dfedsam` (named ``hand-...``)."""
     _, params, loss_fn = jax_setup(num_clients, args.seed)
-    alg = dfedsam(
+    factory = handwritten_dfedsam if handwritten else functools.partial(dfedsam, unroll=args.unroll)
+    alg = factory(
         loss_fn,
         learning_rate=args.lr,
         rho=args.rho,
         num_clients=num_clients,
-        unroll=args.unroll,
         **strategy_kwargs(strategy, args.chunk_size),
     )
     step = round_step(
@@ -198,8 +207,8 @@ def make_jax_runner(
         args.batch_size,
         devices=devices,
     )
-    name = variant_name(strategy, mixing_kind, args.chunk_size, args.unroll)
-    return Runner(name + device_suffix(devices), "jax", step)
+    name = variant_name(strategy, mixing_kind, args.chunk_size, 1 if handwritten else args.unroll)
+    return Runner(("hand-" if handwritten else "") + name + device_suffix(devices), "jax", step)
 
 
 class _HandWrittenState(NamedTuple):
@@ -246,32 +255,6 @@ def handwritten_dfedsam(loss_fn, *, learning_rate, rho, num_clients, strategy, c
         cohort=lambda key: jnp.arange(num_clients, dtype=jnp.int32),
         round=round_fn,
     )
-
-
-def make_handwritten_runner(
-    ds, args, num_clients: int, strategy: str, mixing_kind: str, devices: int
-) -> Runner:
-    """The hand-written monolithic round of :func:`handwritten_dfedsam` for a variant."""
-    _, params, loss_fn = jax_setup(num_clients, args.seed)
-    alg = handwritten_dfedsam(
-        loss_fn,
-        learning_rate=args.lr,
-        rho=args.rho,
-        num_clients=num_clients,
-        **strategy_kwargs(strategy, args.chunk_size),
-    )
-    step = round_step(
-        alg,
-        params,
-        mixing_for(num_clients, mixing_kind),
-        ds.train,
-        jax.random.key(args.seed + 1),
-        args.local_steps,
-        args.batch_size,
-        devices=devices,
-    )
-    name = "hand-" + variant_name(strategy, mixing_kind, args.chunk_size, 1)
-    return Runner(name + device_suffix(devices), "jax", step)
 
 
 def make_torch_runner(ds, args, num_clients: int) -> Runner:
@@ -506,7 +489,7 @@ def main(argv=None) -> int:
         )
         runners = [make_jax_runner(ds, args, n, *v) for v in variants]
         if args.handwritten:
-            runners += [make_handwritten_runner(ds, args, n, *v) for v in variants]
+            runners += [make_jax_runner(ds, args, n, *v, handwritten=True) for v in variants]
         if not args.no_torch:
             runners.append(make_torch_runner(ds, args, n))
         log(

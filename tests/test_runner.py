@@ -43,6 +43,20 @@ def cli(*args):
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def kill_after_checkpoint(process, workdir, round_index):
+    """SIGKILLs ``process`` once ``workdir`` holds a checkpoint of ``round_index`` or later."""
+    deadline = time.monotonic() + 300
+    while not any(
+        p.name.isdigit() and int(p.name) >= round_index for p in (workdir / "checkpoints").glob("*")
+    ):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (workdir / "summary.json").exists()
+
+
 def test_killed_run_resumes_to_the_same_fingerprint(tmp_path):
     flags = ["--rounds", "40", "--set", "algorithm=dfedsam"]
     for item in SMALL:
@@ -50,17 +64,7 @@ def test_killed_run_resumes_to_the_same_fingerprint(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert cli("run", "--workdir", str(straight), *flags).wait(timeout=300) == 0
 
-    process = cli("run", "--workdir", str(killed), *flags)
-    deadline = time.monotonic() + 300
-    while not any(
-        p.name.isdigit() and int(p.name) >= 10 for p in (killed / "checkpoints").glob("*")
-    ):
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "summary.json").exists()
+    kill_after_checkpoint(cli("run", "--workdir", str(killed), *flags), killed, 10)
 
     assert cli("run", "--workdir", str(killed), "--resume").wait(timeout=300) == 0
     a = json.loads((straight / "summary.json").read_text())
@@ -193,17 +197,7 @@ def test_a_host_hooks_state_survives_kill_and_resume(tmp_path):
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert toy(straight).wait(timeout=300) == 0
-    process = toy(killed)
-    deadline = time.monotonic() + 300
-    while not any(
-        p.name.isdigit() and int(p.name) >= 5 for p in (killed / "checkpoints").glob("*")
-    ):
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "summary.json").exists()
+    kill_after_checkpoint(toy(killed), killed, 5)
     assert toy(killed, "--resume").wait(timeout=300) == 0
     a = json.loads((straight / "summary.json").read_text())
     b = json.loads((killed / "summary.json").read_text())

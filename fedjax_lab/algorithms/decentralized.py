@@ -112,26 +112,14 @@ def dfedsam(
     return decentralized(loss_fn, optimizer, name=kwargs.pop("name", default), **kwargs)
 
 
-def _check_momentum(c) -> None:
-    if not 0 <= c.local.momentum < 1:
-        raise ValueError(f"Expected local.momentum in [0, 1), got {c.local.momentum!r}.")
+def _builder(name: str, local_optimizer):
+    """Builds ``name`` from a config, with ``local_optimizer(config)`` on every client."""
 
-
-def _sgd_builder(name: str):
     def build(c, loss_fn):
-        _check_momentum(c)
+        if not 0 <= c.local.momentum < 1:
+            raise ValueError(f"Expected local.momentum in [0, 1), got {c.local.momentum!r}.")
         return decentralized(
-            loss_fn, configured.local_sgd(c), name=name, **configured.decentralized_kwargs(c)
-        )
-
-    return build
-
-
-def _sam_builder(name: str):
-    def build(c, loss_fn):
-        _check_momentum(c)
-        return decentralized(
-            loss_fn, configured.local_sam_sgd(c), name=name, **configured.decentralized_kwargs(c)
+            loss_fn, local_optimizer(c), name=name, **configured.decentralized_kwargs(c)
         )
 
     return build
@@ -140,22 +128,22 @@ def _sam_builder(name: str):
 DFEDAVG = base.AlgorithmSpec(
     name="dfedavg",
     summary="decentralized; local SGD; one gossip step x <- W x",
-    build=_sgd_builder("dfedavg"),
+    build=_builder("dfedavg", configured.local_sgd),
 )
 DFEDAVGM = base.AlgorithmSpec(
     name="dfedavgm",
     summary="decentralized; heavy-ball SGD (buffer reset each round); one gossip step",
-    build=_sgd_builder("dfedavgm"),
+    build=_builder("dfedavgm", configured.local_sgd),
     defaults={"local.momentum": 0.9},
 )
 DFEDSAM = base.AlgorithmSpec(
     name="dfedsam",
     summary="decentralized; local SAM + SGD; one gossip step",
-    build=_sam_builder("dfedsam"),
+    build=_builder("dfedsam", configured.local_sam_sgd),
 )
 DFEDSAM_MGS = base.AlgorithmSpec(
     name="dfedsam_mgs",
     summary="decentralized; local SAM + SGD; Q gossip steps (W^Q, default Q = 4)",
-    build=_sam_builder("dfedsam_mgs"),
+    build=_builder("dfedsam_mgs", configured.local_sam_sgd),
     defaults={"communication.gossip_steps": 4},
 )
