@@ -162,12 +162,19 @@ def get_config(algorithm: str | None = None) -> ml_collections.ConfigDict:
 
 
 def with_algorithm(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-    """``config`` for algorithm ``name``: its section added with defaults if missing."""
+    """``config`` for algorithm ``name``: its section added with defaults if missing, the
+    sections of other algorithms removed."""
     from fedjax_lab.algorithms import registry
 
     validation.check_name("algorithm", name, registry.available_algorithms())
     config = copy(config)
     config.algorithm = name
+    # The sections of other algorithms do not apply to this one.
+    own = {f.key.split(".")[0] for f in _algorithm_fields(name)}
+    for other in registry.available_algorithms():
+        for section in {f.key.split(".")[0] for f in _algorithm_fields(other)} - own:
+            if section in config:
+                del config[section]
     for f in _algorithm_fields(name):
         if _lookup(config, f.key, missing=True):
             _set(config, f.key, f.default)

@@ -220,6 +220,10 @@ def test_resolution_keeps_explicit_values_and_is_idempotent():
     assert config_lib.resolve(config_lib.get_config("dfedavgm")).local.momentum == 0.9
     tiny = config_lib.resolve(config_lib.update(config_lib.get_config("fedavg"), num_clients=5))
     assert tiny.server.clients_per_round == 1
+    speed = config_lib.update(config_lib.get_config("fedspeed"), {"fedspeed.prox_strength": 0.3})
+    switched = config_lib.update(speed, algorithm="dfedsam")
+    assert "fedspeed" in speed and "fedspeed" not in switched
+    assert config_lib.from_dict(config_lib.resolve(switched).to_dict()).algorithm == "dfedsam"
 
 
 def test_a_run_whose_config_predates_new_keys_still_resumes(tmp_path):
