@@ -10,15 +10,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import pathlib
 import sys
 
+from fedjax_lab import checkpoints
 from fedjax_lab import config as config_lib
 from fedjax_lab import data
 from fedjax_lab import execution
 from fedjax_lab import experiment
+from fedjax_lab import locking
 from fedjax_lab import models
+from fedjax_lab import stopping
 from fedjax_lab import topology
 from fedjax_lab.algorithms import registry
 
@@ -210,11 +214,20 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Libraries below (orbax, TFDS) log their own tracebacks through absl; the command
+    # reports every failure itself, in one line.
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     try:
         return args.func(args)
     except FloatingPointError as error:
         print(f"fedjax-lab: stopped: {_one_line(error)}", file=sys.stderr)
         return 3
+    except stopping.RunInterrupted as error:
+        print(f"fedjax-lab: {_one_line(error)}", file=sys.stderr)
+        return 128 + error.signum
+    except (locking.WorkdirBusy, checkpoints.NoIntactCheckpoint, checkpoints.SaveFailed) as error:
+        print(f"fedjax-lab: error: {_one_line(error)}", file=sys.stderr)
+        return 2
     except (
         ValueError,
         TypeError,

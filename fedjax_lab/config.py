@@ -127,8 +127,8 @@ FIELDS: tuple[Field, ...] = (
 )
 
 SECTIONS = ("data", "local", "sam", "server", "communication", "execution")
-# Keys that may change between an interrupted run and its resumption.
-RESUMABLE_KEYS = ("progress",)
+# Keys that may change between a run and its resumption: rounds may grow, to extend it.
+RESUMABLE_KEYS = ("progress", "rounds")
 
 
 def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:

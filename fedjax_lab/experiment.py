@@ -10,26 +10,31 @@ workdir receives
   them, plus those of its host hook), appended and flushed as the run goes;
 * ``tensorboard/``: the same metrics as TensorBoard event files;
 * ``checkpoints/<round>``: the whole experiment state (algorithm state with every per-client
-  state, root PRNG key, bytes communicated, the host hook's state) every ``checkpoint_every`` rounds and at the end,
-  the newest ``keep_checkpoints`` kept;
+  state, root PRNG key, bytes communicated, the host hook's state) and its fingerprint,
+  every ``checkpoint_every`` rounds, at the end and when a signal stops the run; the newest
+  ``keep_checkpoints`` kept (:mod:`fedjax_lab.checkpoints`); damaged ones found on resume
+  are moved to ``checkpoints_skipped/``;
 * ``summary.json``: the final metrics and a sha256 fingerprint of the final parameters,
-  written atomically at the end.
+  written atomically at the end;
+* ``lock``: held while a run is active, with its pid and host (:mod:`fedjax_lab.locking`).
 
 Randomness: round ``t`` uses ``fold_in(root, t)`` where ``root`` comes from ``config.seed``;
 batch sampling, client sampling, local training and privacy noise are its streams
-(:mod:`fedjax_lab.randomness`); the data partition uses ``config.data.seed``. A run resumed from a checkpoint therefore continues exactly as
-the uninterrupted run would have, and ends with the same parameter fingerprint.
+(:mod:`fedjax_lab.randomness`); the data partition uses ``config.data.seed``. A run
+resumed from a checkpoint therefore continues exactly as the uninterrupted run would have,
+and ends with the same parameter fingerprint; schedules depend on the round index only, so
+a finished run extended to more rounds ends as a run of that length from the start would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
 import shutil
+import signal
 import time
 from typing import Any
 
@@ -45,6 +50,8 @@ from fedjax_lab import clients
 from fedjax_lab import config as config_lib
 from fedjax_lab import data as data_lib
 from fedjax_lab import execution
+from fedjax_lab import fingerprints
+from fedjax_lab import locking
 from fedjax_lab import gossip as gossip_lib
 from fedjax_lab import metrics as metrics_lib
 from fedjax_lab import models
@@ -52,23 +59,13 @@ from fedjax_lab import objectives
 from fedjax_lab import randomness
 from fedjax_lab import records
 from fedjax_lab import sharding
+from fedjax_lab import stopping
 from fedjax_lab import topology as topology_lib
 from fedjax_lab.algorithms import base
 from fedjax_lab.algorithms import registry
 
 GOSSIP_MODES = ("auto", "dense", "sparse")
 SHARD_MODES = ("auto", "yes", "no")
-
-
-def params_fingerprint(tree: Any) -> str:
-    """sha256 over every leaf's path, dtype, shape and bytes, in tree order."""
-    digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        leaf = np.asarray(leaf)
-        digest.update(jax.tree_util.keystr(path).encode())
-        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
-        digest.update(np.ascontiguousarray(leaf).tobytes())
-    return digest.hexdigest()
 
 
 def _check_config(c: ml_collections.ConfigDict) -> None:
@@ -147,7 +144,14 @@ class _Mixing:
         return self._convert(self.topology.matrix(round_index))
 
 
-_RUN_ENTRIES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard")
+_RUN_ENTRIES = (
+    "config.json",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoints",
+    "checkpoints_skipped",
+    "tensorboard",
+)
 
 
 def _config_differences(stored: dict, given: dict) -> list[str]:
@@ -473,9 +477,11 @@ def run(
     Args:
       config: the config (:func:`fedjax_lab.config.get_config` and overrides); it is
         resolved first, and ``config.json`` records the resolved values.
-      workdir: the run directory. A workdir that already holds a run is refused unless
-        ``resume`` (continue from its latest checkpoint; the config must equal the stored
-        one) or ``overwrite`` (delete the old run's records first).
+      workdir: the run directory, locked while the run is active
+        (:mod:`fedjax_lab.locking`). A workdir that already holds a run is refused unless
+        ``resume`` (continue from its newest intact checkpoint; the config must equal the
+        stored one, except ``rounds``, which may grow to extend a finished run) or
+        ``overwrite`` (delete the old run's records first).
 
     Returns:
       The summary (also written to ``summary.json``): the final evaluation metrics, the last
@@ -488,23 +494,52 @@ def run(
     Raises:
       FloatingPointError: when the training loss becomes NaN or infinite; the message names
         the round, and the checkpoints saved before it stay usable.
+      fedjax_lab.locking.WorkdirBusy: another live process holds the workdir.
+      fedjax_lab.checkpoints.NoIntactCheckpoint: resuming, and no checkpoint is intact.
+      fedjax_lab.stopping.RunInterrupted: SIGTERM or SIGINT stopped the run after saving a
+        checkpoint of its last completed round (see :mod:`fedjax_lab.stopping`).
     """
     exp = build(config)
+    primary = jax.process_index() == 0  # the process that writes records and holds the lock
+    lock = locking.WorkdirLock(workdir) if primary else contextlib.nullcontext()
+    with lock, stopping.GracefulStop() as stop:
+        path = _prepare_workdir(workdir, exp.config, resume=resume, overwrite=overwrite)
+        return _run_in(exp, path, resume, stop)
+
+
+def _stopped_message(signum: int, done: int, c: ml_collections.ConfigDict, path) -> str:
+    how = (
+        f"its checkpoint is saved; resume with: fedjax-lab run --workdir {path} --resume"
+        if c.checkpoint_every
+        else "checkpoints are off (checkpoint_every=0), so it cannot be resumed"
+    )
+    return f"{signal.Signals(signum).name}: stopped after round {done} of {c.rounds}; {how}"
+
+
+def _run_in(
+    exp: Experiment, path: pathlib.Path, resume: bool, stop: stopping.GracefulStop
+) -> dict[str, Any]:
+    """The round loop of :func:`run` in a prepared, locked workdir."""
     c = exp.config
-    path = _prepare_workdir(workdir, c, resume=resume, overwrite=overwrite)
+    primary = jax.process_index() == 0
     hook = exp.algorithm.host_hook
     state, root = exp.initial_state, exp.root
     host_state = hook.init() if hook else ()
     checkpointer = checkpoints.Checkpointer(path / "checkpoints", keep=c.keep_checkpoints)
     first_round, bytes_sent = 0, 0
-    latest = checkpointer.latest_round() if resume else None
-    if latest is not None:
-        restored = checkpointer.restore(latest, like=_checkpoint_tree(state, root, 0, host_state))
-        if not np.array_equal(restored["rng"], jax.random.key_data(root)):
-            raise ValueError(f"The checkpoint of round {latest} was written with another seed.")
-        state, host_state = restored["state"], restored["host"]
-        first_round, bytes_sent = latest, int(restored["bytes_communicated"])
-    primary = jax.process_index() == 0  # the process that writes records
+    if resume:
+        like = _checkpoint_tree(state, root, 0, host_state)
+        latest, restored = checkpointer.restore_latest(like)
+        if latest is not None:
+            if not np.array_equal(restored["rng"], jax.random.key_data(root)):
+                raise ValueError(f"The checkpoint of round {latest} was written with another seed.")
+            if latest > c.rounds:
+                raise ValueError(
+                    f"The run in {path} has done {latest} rounds; to resume it, rounds must be "
+                    f"at least {latest}, got {c.rounds}."
+                )
+            state, host_state = restored["state"], restored["host"]
+            first_round, bytes_sent = latest, int(restored["bytes_communicated"])
     writer = (
         records.MetricsWriter(path, resume_round=first_round if resume else None)
         if primary
@@ -531,6 +566,7 @@ def run(
             round_metrics = _host_scalars(round_metrics)
             train_loss = round_metrics["train_loss"]
             if not np.isfinite(train_loss):
+                checkpointer.wait()
                 last = checkpointer.latest_round()
                 raise FloatingPointError(
                     f"The training loss became {train_loss} in round {t + 1}; stopping. "
@@ -554,8 +590,12 @@ def run(
                 }
                 writer.write(record)
                 bar.set_postfix(acc=f"{record['test_accuracy']:.3f}", loss=f"{train_loss:.3f}")
-            if c.checkpoint_every and (done % c.checkpoint_every == 0 or done == c.rounds):
+            saved = c.checkpoint_every and (done % c.checkpoint_every == 0 or done == c.rounds)
+            signum = stop.requested()
+            if saved or (signum and c.checkpoint_every):
                 checkpointer.save(done, _checkpoint_tree(state, root, bytes_sent, host_state))
+            if signum and done < c.rounds:
+                raise stopping.RunInterrupted(_stopped_message(signum, done, c, path), signum)
     finally:
         bar.close()
         writer.close()
@@ -567,7 +607,9 @@ def run(
         "rounds": c.rounds,
         "resumed_from": first_round,
         "wall_time_s": round(time.perf_counter() - start, 3),
-        "params_sha256": params_fingerprint(sharding.to_host(exp.algorithm.client_params(state))),
+        "params_sha256": fingerprints.params_fingerprint(
+            sharding.to_host(exp.algorithm.client_params(state))
+        ),
         "devices": exp.execution.devices,
         "strategy": exp.execution.strategy,
         "chunk_size": exp.execution.chunk_size,

@@ -49,7 +49,7 @@ Typical use::
     state = sharding.shard_clients(algorithm.init(params), mesh, num_clients=N)
     mixing = sharding.replicate(mixing, mesh)
     state, metrics = round_fn(state, mixing, batches, key)
-    fingerprint = experiment.params_fingerprint(sharding.to_host(state.params))
+    fingerprint = fingerprints.params_fingerprint(sharding.to_host(state.params))
 """
 
 from __future__ import annotations
