@@ -13,7 +13,9 @@ over clients stacked on a leading axis. The pieces:
 * :mod:`fedjax_lab.clients` and :mod:`fedjax_lab.local`: mapping over clients, local steps.
 * :mod:`fedjax_lab.data`, :mod:`fedjax_lab.models`, :mod:`fedjax_lab.metrics`.
 * :mod:`fedjax_lab.experiment` and :mod:`fedjax_lab.config`: config-driven runs, with
-  :mod:`fedjax_lab.checkpoints`, :mod:`fedjax_lab.records` and :mod:`fedjax_lab.plotting`.
+  :mod:`fedjax_lab.checkpoints` (verified), :mod:`fedjax_lab.locking` (one run per
+  workdir), :mod:`fedjax_lab.stopping` (graceful stop), :mod:`fedjax_lab.records` and
+  :mod:`fedjax_lab.plotting`.
 """
 
 from fedjax_lab import algorithms
@@ -23,9 +25,11 @@ from fedjax_lab import config
 from fedjax_lab import data
 from fedjax_lab import execution
 from fedjax_lab import experiment
+from fedjax_lab import fingerprints
 from fedjax_lab import gossip
 from fedjax_lab import gradients
 from fedjax_lab import local
+from fedjax_lab import locking
 from fedjax_lab import metrics
 from fedjax_lab import models
 from fedjax_lab import objectives
@@ -33,6 +37,7 @@ from fedjax_lab import partition
 from fedjax_lab import randomness
 from fedjax_lab import records
 from fedjax_lab import sharding
+from fedjax_lab import stopping
 from fedjax_lab import topology
 from fedjax_lab import transforms
 
@@ -56,9 +61,11 @@ __all__ = (
     "data",
     "execution",
     "experiment",
+    "fingerprints",
     "gossip",
     "gradients",
     "local",
+    "locking",
     "metrics",
     "models",
     "objectives",
@@ -67,6 +74,7 @@ __all__ = (
     "randomness",
     "records",
     "sharding",
+    "stopping",
     "topology",
     "transforms",
 )
