@@ -5,7 +5,8 @@ over clients stacked on a leading axis. The pieces:
 
 * :mod:`fedjax_lab.algorithms`: FedAvg, FedSAM, FedSpeed, DFedAvg, DFedAvgM, DFedSAM,
   DFedSAM-MGS, each a composition of pieces (:func:`fedjax_lab.algorithms.compose`).
-* :mod:`fedjax_lab.transforms`: optax transformations (SAM, proximal pull).
+* :mod:`fedjax_lab.transforms`: optax transformations (SAM, proximal pull, client-level DP:
+  clipping, Gaussian noise, top-k); :mod:`fedjax_lab.privacy`: their accounting.
 * :mod:`fedjax_lab.partition`: shared and personal parts of a model;
   :mod:`fedjax_lab.gradients`: gradient hooks of local training;
   :mod:`fedjax_lab.randomness`: the random streams of a run.
@@ -34,6 +35,7 @@ from fedjax_lab import metrics
 from fedjax_lab import models
 from fedjax_lab import objectives
 from fedjax_lab import partition
+from fedjax_lab import privacy
 from fedjax_lab import randomness
 from fedjax_lab import records
 from fedjax_lab import sharding
@@ -70,6 +72,7 @@ __all__ = (
     "models",
     "objectives",
     "partition",
+    "privacy",
     "plotting",
     "randomness",
     "records",

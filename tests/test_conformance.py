@@ -263,6 +263,9 @@ TRANSFORM_CASES = {
     "sam_perturbation": None,  # a function, not a transformation (sam uses it)
     "proximal": lambda: transforms.proximal(0.3),
     "sam_sgd": lambda: transforms.sam_sgd(0.1, 0.05),
+    "clip": lambda: transforms.clip(0.5),
+    "gaussian_noise": lambda: transforms.gaussian_noise(std=0.1),
+    "top_k": lambda: transforms.top_k(0.25),
 }
 
 

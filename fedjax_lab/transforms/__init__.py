@@ -1,13 +1,24 @@
-"""Optax gradient transformations used by the federated algorithms."""
+"""Optax gradient transformations used by the federated algorithms.
 
+SAM and the proximal pull rewrite a local step's gradient; the client-level DP pieces
+(:mod:`fedjax_lab.transforms.dp`: ``clip``, ``gaussian_noise``, ``top_k``) transform a
+client's update before it is sent.
+"""
+
+from fedjax_lab.transforms.dp import clip
+from fedjax_lab.transforms.dp import gaussian_noise
+from fedjax_lab.transforms.dp import top_k
 from fedjax_lab.transforms.proximal import proximal
 from fedjax_lab.transforms.sharpness_aware import sam
 from fedjax_lab.transforms.sharpness_aware import sam_perturbation
 from fedjax_lab.transforms.sharpness_aware import sam_sgd
 
 __all__ = (
+    "clip",
+    "gaussian_noise",
     "proximal",
     "sam",
     "sam_perturbation",
     "sam_sgd",
+    "top_k",
 )
