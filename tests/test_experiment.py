@@ -88,6 +88,10 @@ def test_config_overrides_are_typed_and_typos_named():
         (["--set", "sam.rhoo=1"], "Unknown config key 'sam.rhoo'. Did you mean 'sam.rho'"),
         (["--set", "server.learning_rate=fast"], "Expected a value of type float"),
         (
+            ["--algorithm", "fedavg", "--set", "server.learning_rate=-1"],
+            "Expected server.learning_rate > 0, got -1.0",
+        ),
+        (
             [
                 *("--set", "data.partition=dirichlet_per_class"),
                 *("--set", "data.alpha=0.001", "--clients", "50"),

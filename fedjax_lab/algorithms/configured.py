@@ -11,6 +11,7 @@ from typing import Any
 import ml_collections
 import optax
 
+from fedjax_lab import validation
 from fedjax_lab.transforms import sharpness_aware
 
 SERVER_OPTIMIZERS = {
@@ -35,12 +36,10 @@ def local_sgd(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
 
 def server_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """The server update of the mean client update (``server``)."""
-    name = c.server.optimizer
-    if name not in SERVER_OPTIMIZERS:
-        from fedjax_lab import validation
-
-        raise validation.unknown_name_error("server optimizer", name, SERVER_OPTIMIZERS)
-    return SERVER_OPTIMIZERS[name](c.server.learning_rate)
+    validation.check_name("server optimizer", c.server.optimizer, SERVER_OPTIMIZERS)
+    if not c.server.learning_rate > 0:
+        raise ValueError(f"Expected server.learning_rate > 0, got {c.server.learning_rate!r}.")
+    return SERVER_OPTIMIZERS[c.server.optimizer](c.server.learning_rate)
 
 
 def server_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
