@@ -358,7 +358,7 @@ def _round_with_batches(
 ):
     """The jittable ``(state, mixing, train_data, round) -> (state, metrics)`` of a run:
     the round's batches sampled on device, then the algorithm's round."""
-    everyone = algorithm.cohort_size == c.num_clients
+    everyone = algorithm.decentralized  # every client, in id order
     steps = algorithm.local_steps or c.local.steps
 
     def train_round(state, mixing, train_data, round_index):

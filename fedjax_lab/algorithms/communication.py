@@ -32,9 +32,10 @@ class Communication(NamedTuple):
       decentralized: whether it consumes the round's mixing matrix (and every client keeps
         its own model) or combines at a server.
       init: ``num_clients -> state`` of the piece.
-      combine: ``(state, mixing, messages) -> (combined, state, models_sent)``. Messages
-        are stacked over the senders; a server piece returns one combined value, a
-        decentralized one a value per client.
+      combine: ``(state, mixing, messages, weights=None) -> (combined, state,
+        models_sent)``. Messages are stacked over the senders; ``weights`` (bool or float
+        per sender) marks who really sent (a padded Poisson cohort). A server piece returns
+        one combined value, a decentralized one a value per client.
       check_mixing: ``(mixing, num_clients, name) -> None``, raising ValueError on a mixing
         argument it cannot use.
     """
@@ -56,14 +57,28 @@ def _check_no_mixing(mixing: Any, num_clients: int, name: str) -> None:
         raise ValueError(f"{name} is server-based: pass mixing=None, got {type(mixing)}.")
 
 
-def server_mean() -> Communication:
-    """The server's mean over the cohort; ``2 m`` models per round (download and upload)."""
+def server_mean(denominator: float | None = None) -> Communication:
+    """The server's mean over the clients that sent; 2 models per such client (download
+    and upload).
 
-    def combine(state, mixing, messages):
+    Args:
+      denominator: None divides the sum by the number of senders; a number divides by it
+        instead (the expected cohort size: what the DP analysis of Poisson sampling needs,
+        ``(1/m) sum_{i in S} s_i``).
+    """
+    if denominator is not None and not denominator > 0:
+        raise ValueError(f"Expected a denominator > 0, got {denominator!r}.")
+
+    def combine(state, mixing, messages, weights=None):
         del mixing
-        m = jax.tree.leaves(messages)[0].shape[0]
-        mean = jax.tree.map(lambda s: jnp.mean(s, axis=0), messages)
-        return mean, state, jnp.asarray(2 * m, jnp.int32)
+        if weights is None:
+            m = jax.tree.leaves(messages)[0].shape[0]
+            mean = jax.tree.map(lambda s: jnp.mean(s, axis=0), messages)
+            return mean, state, jnp.asarray(2 * m, jnp.int32)
+        w = jnp.asarray(weights, jnp.float32)
+        total = jnp.maximum(jnp.sum(w), 1.0) if denominator is None else denominator
+        mean = jax.tree.map(lambda s: jnp.tensordot(w.astype(s.dtype), s, 1) / total, messages)
+        return mean, state, (2 * jnp.sum(w)).astype(jnp.int32)
 
     return Communication(False, _no_state, combine, _check_no_mixing)
 
@@ -102,7 +117,8 @@ def gossip(steps: int = 1) -> Communication:
     """``steps`` gossip steps with the round's mixing matrix (``W^steps``)."""
     steps = base.check_positive_int("gossip_steps", steps)
 
-    def combine(state, mixing, messages):
+    def combine(state, mixing, messages, weights=None):
+        del weights  # every client gossips
         mixed = gossip_lib.gossip(mixing, messages, steps=steps)
         return mixed, state, steps * messages_per_gossip_step(mixing)
 

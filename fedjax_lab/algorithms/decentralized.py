@@ -34,6 +34,7 @@ from fedjax_lab.algorithms import configured
 from fedjax_lab.algorithms import rounds
 from fedjax_lab.transforms import sharpness_aware
 
+
 def decentralized(
     loss_fn: local.LossFn,
     local_optimizer: optax.GradientTransformation,

@@ -16,6 +16,10 @@ from fedjax_lab.algorithms.decentralized import DFEDAVG
 from fedjax_lab.algorithms.decentralized import DFEDAVGM
 from fedjax_lab.algorithms.decentralized import DFEDSAM
 from fedjax_lab.algorithms.decentralized import DFEDSAM_MGS
+from fedjax_lab.algorithms.private import DP_DFEDSAM
+from fedjax_lab.algorithms.private import DP_FEDAVG
+from fedjax_lab.algorithms.private import DP_FEDSAM
+from fedjax_lab.algorithms.private import DP_FEDSAM_TOPK
 from fedjax_lab.algorithms.server import FEDAVG
 from fedjax_lab.algorithms.server import FEDSAM
 from fedjax_lab.algorithms.server import FEDSPEED
@@ -30,6 +34,10 @@ _SPECS: dict[str, base.AlgorithmSpec] = {
         DFEDAVGM,
         DFEDSAM,
         DFEDSAM_MGS,
+        DP_FEDAVG,
+        DP_FEDSAM,
+        DP_FEDSAM_TOPK,
+        DP_DFEDSAM,
     )
 }
 
@@ -47,11 +55,14 @@ def register(algorithm: base.AlgorithmSpec, *, replace: bool = False) -> None:
         raise ValueError(f"Expected an AlgorithmSpec, got {type(algorithm).__name__}.")
     if algorithm.name in _SPECS and not replace:
         raise ValueError(f"An algorithm named {algorithm.name!r} is registered already.")
+    from fedjax_lab import config as config_lib
+
+    shared = {f.key.split(".")[0] for f in config_lib.FIELDS}
     for field in algorithm.fields:
-        if not field.key.startswith(f"{algorithm.name}."):
+        if "." not in field.key or field.key.split(".")[0] in shared:
             raise ValueError(
-                f"Expected {algorithm.name}'s config fields under {algorithm.name!r}, got "
-                f"{field.key!r}."
+                f"Expected {algorithm.name}'s config fields in a section of its own (such as "
+                f"{algorithm.name!r}), got {field.key!r}."
             )
     _SPECS[algorithm.name] = algorithm
 

@@ -35,6 +35,7 @@ decentralized family only) mixes the previous round's models first, then trains.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -89,21 +90,66 @@ def uniform_step_counts(low: int, high: int) -> StepCounts:
     )(ids).astype(jnp.int32)
 
 
-def sample_without_replacement(num_clients: int, cohort_size: int) -> Callable:
-    """``key -> int32[m]``: m distinct clients, uniformly, sorted (the cohort stream)."""
+class Cohort(NamedTuple):
+    """Which clients take part in a round, in a static number of slots.
 
-    def cohort(key):
-        ids = jax.random.choice(
-            stream(key, Stream.COHORT), num_clients, (cohort_size,), replace=False
-        )
-        return jnp.sort(ids).astype(jnp.int32)
+    Attributes:
+      slots: the static number of client slots per round (batches are sampled for each).
+      expected: the expected number of clients taking part.
+      sample: ``key -> (ids int32[slots], active bool[slots])``; ids are distinct, and the
+        slots that are not active hold clients that do not take part (their work is
+        discarded: no update, no persistent-state change, no message).
+      varies: whether some slots can be inactive (the cohort size varies).
+    """
 
-    return cohort
+    slots: int
+    expected: float
+    sample: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+    varies: bool = False
 
 
-def everyone(num_clients: int) -> Callable:
-    """``key -> int32[N]``: every client takes part."""
-    return lambda key: jnp.arange(num_clients, dtype=jnp.int32)
+def fixed_cohort(num_clients: int, cohort_size: int) -> Cohort:
+    """m distinct clients, uniformly without replacement, sorted (the cohort stream)."""
+    m = base.check_positive_int("clients_per_round", cohort_size)
+    if m > num_clients:
+        raise ValueError(f"Expected clients_per_round <= num_clients={num_clients}, got {m}.")
+
+    def sample(key):
+        ids = jax.random.choice(stream(key, Stream.COHORT), num_clients, (m,), replace=False)
+        return jnp.sort(ids).astype(jnp.int32), jnp.ones((m,), bool)
+
+    return Cohort(m, float(m), sample)
+
+
+def poisson_cohort(num_clients: int, probability: float, slots: int | None = None) -> Cohort:
+    """Every client joins independently with probability q (Poisson sampling).
+
+    The cohort size varies; it is padded to ``slots`` (default ``qN + 6 sqrt(qN(1 - q))``,
+    rounded up, at most N) with clients that do not take part, marked inactive. The
+    probability that more than ``slots`` clients join is then below 1e-9 (those beyond the
+    slots would be left out). A round reports the size of the cohort it trained
+    (``cohort_size``).
+    """
+    if not 0 < probability <= 1:
+        raise ValueError(f"Expected a sampling probability q in (0, 1], got {probability!r}.")
+    mean = probability * num_clients
+    if slots is None:
+        slots = math.ceil(mean + 6 * math.sqrt(mean * (1 - probability)))
+    slots = min(base.check_positive_int("slots", slots), num_clients)
+
+    def sample(key):
+        joined = jax.random.bernoulli(stream(key, Stream.COHORT), probability, (num_clients,))
+        order = jnp.argsort(~joined, stable=True)  # joined clients first, in id order
+        count = jnp.sum(joined)
+        return order[:slots].astype(jnp.int32), jnp.arange(slots) < count
+
+    return Cohort(slots, mean, sample, varies=True)
+
+
+def everyone(num_clients: int) -> Cohort:
+    """Every client takes part (the decentralized family)."""
+    ids = jnp.arange(num_clients, dtype=jnp.int32)
+    return Cohort(num_clients, float(num_clients), lambda key: (ids, jnp.ones(ids.shape, bool)))
 
 
 def compose(
@@ -113,7 +159,7 @@ def compose(
     num_clients: int,
     phases: Sequence[local.Phase],
     communication: comm_lib.Communication,
-    cohort_size: int | None = None,
+    cohort: Cohort | int | None = None,
     update_transform: optax.GradientTransformation | None = None,
     server_optimizer: optax.GradientTransformation | None = None,
     persistent: Persistent | None = None,
@@ -135,8 +181,9 @@ def compose(
       phases: the local phases, in order (:class:`~fedjax_lab.local.Phase`).
       communication: :func:`~fedjax_lab.algorithms.communication.server_mean` or
         :func:`~fedjax_lab.algorithms.communication.gossip`.
-      cohort_size: m clients sampled per round without replacement (server-based only;
-        the decentralized family trains every client).
+      cohort: the clients of each round (server-based only; the decentralized family trains
+        every client): an int m for :func:`fixed_cohort`, or a :class:`Cohort` such as
+        :func:`poisson_cohort`.
       update_transform: optax transformation of each client's update, or None.
       server_optimizer: the server update (server-based only); default ``optax.sgd(1.0)``.
       persistent: per-client state kept across rounds, or None.
@@ -162,22 +209,21 @@ def compose(
     if order not in ORDERS:
         raise ValueError(f"Unknown order {order!r}; expected one of {ORDERS}.")
     if decentralized:
-        if cohort_size not in (None, num_clients):
-            raise ValueError(f"{name} is decentralized: every client trains, got m={cohort_size}.")
+        if cohort is not None:
+            raise ValueError(f"{name} is decentralized: every client trains, got cohort={cohort}.")
         if server_optimizer is not None:
             raise ValueError(f"{name} is decentralized: it has no server optimizer.")
-        m, cohort = num_clients, everyone(num_clients)
+        cohort = everyone(num_clients)
     else:
-        m = base.check_positive_int("clients_per_round", cohort_size)
-        if m > num_clients:
-            raise ValueError(f"Expected clients_per_round <= num_clients={num_clients}, got {m}.")
+        if not isinstance(cohort, Cohort):
+            cohort = fixed_cohort(num_clients, cohort)
         if order != ORDERS[0]:
             raise ValueError(f"order={order!r} applies to decentralized algorithms only.")
-        cohort = sample_without_replacement(num_clients, m)
+    m = cohort.slots
     server_optimizer = optax.with_extra_args_support(server_optimizer or optax.sgd(1.0))
     transform = optax.with_extra_args_support(update_transform) if update_transform else None
     steps_needed = local.phase_steps(phases)
-    all_clients = m == num_clients
+    all_clients = m == num_clients and not cohort.varies  # ids are 0..N-1 in order
 
     def shared_mask(params):
         return partition.mask(labels, params, partition.SHARED)
@@ -224,7 +270,7 @@ def compose(
     def round_fn(state, mixing, batches, key):
         communication.check_mixing(mixing, num_clients, name)
         base.check_batches(batches, m, steps_needed)
-        ids = cohort(key)
+        ids, joined = cohort.sample(key)
         per_client = (
             state.clients if all_clients else clients.gather(state.clients, ids),
             batches,
@@ -251,6 +297,10 @@ def compose(
         else:  # every sampled client starts from the global model
             outputs = clients.map_clients(lambda *a: update(models, *a), *per_client, **mapped)
         trained, delta, rows, losses, active = outputs
+        if cohort.varies:  # the padding slots keep their rows
+            rows = jax.tree.map(
+                lambda new, old: _where_clients(joined, new, old), rows, per_client[0]
+            )
         new_clients = rows if all_clients else clients.scatter(state.clients, ids, rows)
         # What each client sends: the shared part of its model, or its transformed update.
         sent = partition.select(trained, keep) if transform is None else delta
@@ -262,7 +312,9 @@ def compose(
                 sent, comm_state, models_sent = communication.combine(comm_state, mixing, sent)
             new_params = partition.merge(sent, partition.select(trained, _negate(keep)))
         else:
-            mean, comm_state, models_sent = communication.combine(comm_state, None, sent)
+            mean, comm_state, models_sent = communication.combine(
+                comm_state, None, sent, weights=joined if cohort.varies else None
+            )
             x, personal = partition.split(models, keep)
             # The pseudo-gradient x - mean_i(x + s_i): x - mean(y), or -mean(T(delta)).
             pseudo_grad = (
@@ -275,9 +327,15 @@ def compose(
             )
             new_params = partition.merge(optax.apply_updates(x, updates), personal)
         metrics = {
-            "train_loss": _mean_active_loss(losses, active, step_counts is not None),
+            "train_loss": (
+                _mean_active_loss(losses, active & joined[:, None])
+                if cohort.varies or step_counts is not None
+                else jnp.mean(losses)
+            ),
             "models_sent": models_sent,
         }
+        if cohort.varies:
+            metrics["cohort_size"] = jnp.sum(joined).astype(jnp.int32)
         new_state = base.State(
             params=new_params,
             round=state.round + 1,
@@ -301,7 +359,7 @@ def compose(
         cohort_size=m,
         decentralized=decentralized,
         init=init,
-        cohort=cohort,
+        cohort=lambda key: cohort.sample(key)[0],
         round=round_fn,
         client_params=client_params,
         message_bytes=message_bytes,
@@ -314,8 +372,10 @@ def _negate(keep: Any) -> Any:
     return jax.tree.map(lambda k: not k, keep)
 
 
-def _mean_active_loss(losses: jax.Array, active: jax.Array, masked: bool) -> jax.Array:
-    """The mean loss over the steps that ran (every step unless step counts were given)."""
-    if not masked:
-        return jnp.mean(losses)
+def _where_clients(joined: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
+    return jnp.where(joined.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+
+def _mean_active_loss(losses: jax.Array, active: jax.Array) -> jax.Array:
+    """The mean loss over the steps that ran, of the clients that took part."""
     return jnp.sum(jnp.where(active, losses, 0.0)) / jnp.maximum(jnp.sum(active), 1)

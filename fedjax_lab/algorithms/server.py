@@ -77,7 +77,7 @@ def fedavg(
         loss_fn,
         name=name,
         num_clients=num_clients,
-        cohort_size=clients_per_round,
+        cohort=clients_per_round,
         phases=[local.Phase(local_optimizer)],
         communication=communication.server_mean(),
         server_optimizer=server_optimizer,

@@ -1,0 +1,131 @@
+"""DP-FedAvg family against NumPy references; Poisson cohorts; epsilon in the records."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fedjax_lab import config as config_lib
+from fedjax_lab import experiment
+from fedjax_lab import privacy
+from fedjax_lab import records
+from fedjax_lab import transforms
+from fedjax_lab.algorithms import private
+from fedjax_lab.algorithms import rounds
+from tests import numpy_reference as ref
+from tests.test_algorithms import LOSS
+from tests.test_algorithms import LR
+from tests.test_algorithms import as64
+from tests.test_algorithms import assert_close
+from tests.test_algorithms import problem
+from tests.test_runner import small_config
+
+N = 5
+
+
+def test_poisson_cohort_is_distinct_ids_with_a_mask_of_independent_joins():
+    cohort = rounds.poisson_cohort(40, 0.25)
+    assert cohort.slots == math.ceil(10 + 6 * math.sqrt(10 * 0.75)) and cohort.varies
+    joins, sizes = np.zeros(40), []
+    for r in range(400):
+        ids, active = map(np.asarray, cohort.sample(jax.random.key(r)))
+        assert len(set(ids.tolist())) == cohort.slots  # distinct, padding included
+        assert np.all(active[: active.sum()]) and not np.any(active[active.sum() :])
+        joins[ids[active]] += 1
+        sizes.append(active.sum())
+    assert abs(np.mean(sizes) - 10) < 0.5 and np.std(sizes) > 1  # the size varies
+    assert np.all(np.abs(joins / 400 - 0.25) < 0.1)
+    with pytest.raises(ValueError, match=r"q in \(0, 1\], got 0"):
+        rounds.poisson_cohort(40, 0.0)
+
+
+def test_dp_fedavg_without_noise_is_the_clipped_mean_over_the_poisson_cohort():
+    clip_norm = 0.05
+    alg = private.dp_fedavg(
+        LOSS,
+        optax.sgd(LR),
+        num_clients=N,
+        clients_per_round=2,
+        clip_norm=clip_norm,
+        noise_multiplier=0.0,
+        delta=1e-5,
+    )
+    params, batches = problem(num_batches=alg.cohort_size)
+    key = jax.random.key(3)
+    ids, active = map(np.asarray, rounds.poisson_cohort(N, 2 / N).sample(key))
+    state, metrics = alg.round(alg.init(params), None, batches, key)
+    x = as64(params)
+    total = {k: np.zeros_like(v) for k, v in x.items()}
+    for slot in np.flatnonzero(active):
+        y = ref.local_steps(x, as64(batches)["x"][slot], batches["y"][slot], LR)
+        delta = {k: y[k] - x[k] for k in x}
+        total = ref.add(total, delta, min(1.0, clip_norm / ref.norm(delta)))
+    expected = ref.add(x, total, 1.0 / 2)  # divided by the expected cohort m = 2
+    assert_close(state.params, expected)
+    assert int(metrics["cohort_size"]) == active.sum()
+    assert int(metrics["models_sent"]) == 2 * active.sum()
+
+
+def test_dp_noise_on_the_mean_has_std_sigma_c_over_m():
+    sigma, clip_norm, m, n = 2.0, 1.0, 10, 40
+    alg = private.dp_fedavg(
+        LOSS,
+        optax.sgd(0.0),
+        num_clients=n,
+        clients_per_round=m,
+        clip_norm=clip_norm,
+        noise_multiplier=sigma,
+        delta=1e-5,
+        sampling="fixed",
+    )
+    rng = np.random.default_rng(0)
+    params = {"w": np.zeros((300, 50), np.float32), "b": np.zeros((50,), np.float32)}
+    batches = {
+        "x": rng.normal(size=(m, 1, 4, 300)).astype(np.float32),
+        "y": rng.integers(0, 50, size=(m, 1, 4)).astype(np.int32),
+    }
+    state, _ = alg.round(alg.init(params), None, batches, jax.random.key(0))
+    noise = np.asarray(state.params["w"]).ravel()  # no training: all of it is noise
+    assert abs(noise.std() / (sigma * clip_norm / m) - 1) < 0.02
+
+
+def test_dp_runs_report_epsilon_as_the_accountant_computes_it(tmp_path):
+    c = small_config(
+        {"algorithm": "dp_fedsam", "server.clients_per_round": 3}, rounds=3, eval_every=1
+    )
+    summary = experiment.run(c, tmp_path)
+    lines = records.load_metrics(tmp_path)
+    mech = privacy.Mechanism(0.95, 6, 3, "poisson")
+    for line in lines:
+        assert line["epsilon"] == pytest.approx(privacy.epsilon(mech, line["round"], 5e-3))
+        assert 0 <= line["cohort_size"] <= 6
+    assert summary["epsilon"] == lines[-1]["epsilon"]
+    stored = config_lib.from_dict(json.loads((tmp_path / "config.json").read_text()))
+    assert (stored.dp.sampling, stored.dp.accountant) == ("poisson", "rdp")
+
+
+def test_dp_dfedsam_privatizes_every_message_before_gossip():
+    alg = private.dp_dfedsam(
+        LOSS,
+        transforms.sam_sgd(LR, 0.2),
+        num_clients=N,
+        clip_norm=0.05,
+        noise_multiplier=0.0,
+        delta=1e-5,
+    )
+    params, batches = problem()
+    w = ref.ring_matrix(N)
+    state, _ = alg.round(alg.init(params), jnp.asarray(w, jnp.float32), batches, jax.random.key(0))
+    start = as64(params)
+    sent = []
+    for i in range(N):
+        y = ref.local_steps(start, as64(batches)["x"][i], batches["y"][i], LR, rho=0.2)
+        delta = {k: y[k] - start[k] for k in y}
+        sent.append(ref.add(start, delta, min(1.0, 0.05 / ref.norm(delta))))
+    expected = ref.gossip(sent, w)
+    for i in range(N):
+        assert_close({k: np.asarray(v[i]) for k, v in state.params.items()}, expected[i])
