@@ -54,6 +54,17 @@ def local_steps(params, xs, ys, lr, *, rho=None, momentum=None):
     return y
 
 
+def clipped_gossip_round(models, w, bx, by, lr, clip_norm, **local_kwargs):
+    """Each client trains, clips its update to ``clip_norm`` and sends ``x_i + clip(delta_i)``;
+    then one gossip step."""
+    sent = []
+    for i, x in enumerate(models):
+        y = local_steps(x, bx[i], by[i], lr, **local_kwargs)
+        delta = {k: y[k] - x[k] for k in y}
+        sent.append(add(x, delta, min(1.0, clip_norm / norm(delta))))
+    return gossip(sent, w)
+
+
 def fedavg_round(x, ids, bx, by, lr, server_lr=1.0, **local_kwargs):
     deltas = []
     for slot, _ in enumerate(ids):

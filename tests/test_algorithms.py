@@ -274,14 +274,9 @@ def test_update_transform_clips_each_client_update_before_gossip():
     params, batches = problem()
     w = ref.ring_matrix(N)
     state, _ = alg.round(alg.init(params), jnp.asarray(w, jnp.float32), batches, jax.random.key(0))
-    start = as64(params)
-    sent = []
-    for i in range(N):
-        y = ref.local_steps(start, as64(batches)["x"][i], batches["y"][i], LR)
-        delta = {k: y[k] - start[k] for k in y}
-        scale = min(1.0, clip / ref.norm(delta))
-        sent.append(ref.add(start, delta, scale))
-    expected = ref.gossip(sent, w)
+    expected = ref.clipped_gossip_round(
+        [as64(params)] * N, w, as64(batches)["x"], batches["y"], LR, clip
+    )
     for i in range(N):
         assert_close(unstack(state.params)[i], expected[i])
 

@@ -120,12 +120,8 @@ def test_dp_dfedsam_privatizes_every_message_before_gossip():
     params, batches = problem()
     w = ref.ring_matrix(N)
     state, _ = alg.round(alg.init(params), jnp.asarray(w, jnp.float32), batches, jax.random.key(0))
-    start = as64(params)
-    sent = []
-    for i in range(N):
-        y = ref.local_steps(start, as64(batches)["x"][i], batches["y"][i], LR, rho=0.2)
-        delta = {k: y[k] - start[k] for k in y}
-        sent.append(ref.add(start, delta, min(1.0, 0.05 / ref.norm(delta))))
-    expected = ref.gossip(sent, w)
+    expected = ref.clipped_gossip_round(
+        [as64(params)] * N, w, as64(batches)["x"], batches["y"], LR, 0.05, rho=0.2
+    )
     for i in range(N):
         assert_close({k: np.asarray(v[i]) for k, v in state.params.items()}, expected[i])
