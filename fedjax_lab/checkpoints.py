@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 
 from fedjax_lab import fingerprints
 from fedjax_lab import sharding
+from fedjax_lab import validation
 
 COMMIT_MARKER = "commit_success.txt"
 
@@ -46,9 +47,8 @@ def _warn(message: str) -> None:
     print(f"fedjax-lab: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+def _described(error: BaseException) -> str:
+    return f"{type(error).__name__}: {validation.one_line(error, limit=200)}"
 
 
 class Checkpointer:
@@ -101,7 +101,7 @@ class Checkpointer:
             action()
         except Exception as error:  # pylint: disable=broad-except
             raise SaveFailed(
-                f"Saving a checkpoint in {self.directory} failed ({_one_line(error)}); the "
+                f"Saving a checkpoint in {self.directory} failed ({_described(error)}); the "
                 "checkpoints saved before it are intact, and --resume continues from the newest."
             ) from error
 
@@ -156,7 +156,7 @@ class Checkpointer:
             try:
                 tree = self.restore(round_index, like)
             except Exception as error:  # pylint: disable=broad-except
-                reason = str(error) if isinstance(error, ValueError) else _one_line(error)
+                reason = str(error) if isinstance(error, ValueError) else _described(error)
                 self._warn(f"skipping the checkpoint of round {round_index}: {reason}.")
                 skipped.append(round_index)
                 continue

@@ -24,6 +24,7 @@ from fedjax_lab import locking
 from fedjax_lab import models
 from fedjax_lab import stopping
 from fedjax_lab import topology
+from fedjax_lab import validation
 from fedjax_lab.algorithms import registry
 
 # Flags that are shorthands for config keys.
@@ -208,10 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Libraries below (orbax, TFDS) log their own tracebacks through absl; the command
@@ -220,13 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except FloatingPointError as error:
-        print(f"fedjax-lab: stopped: {_one_line(error)}", file=sys.stderr)
+        print(f"fedjax-lab: stopped: {validation.one_line(error)}", file=sys.stderr)
         return 3
     except stopping.RunInterrupted as error:
-        print(f"fedjax-lab: {_one_line(error)}", file=sys.stderr)
+        print(f"fedjax-lab: {validation.one_line(error)}", file=sys.stderr)
         return 128 + error.signum
     except (locking.WorkdirBusy, checkpoints.NoIntactCheckpoint, checkpoints.SaveFailed) as error:
-        print(f"fedjax-lab: error: {_one_line(error)}", file=sys.stderr)
+        print(f"fedjax-lab: error: {validation.one_line(error)}", file=sys.stderr)
         return 2
     except (
         ValueError,
@@ -236,13 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         ImportError,
         MemoryError,
     ) as error:
-        print(f"fedjax-lab: error: {_one_line(error)}", file=sys.stderr)
+        print(f"fedjax-lab: error: {validation.one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:  # pylint: disable=broad-except
         if os.environ.get("FEDJAX_LAB_TRACEBACK"):
             raise
         print(
-            f"fedjax-lab: error: {type(error).__name__}: {_one_line(error)} "
+            f"fedjax-lab: error: {type(error).__name__}: {validation.one_line(error)} "
             "(FEDJAX_LAB_TRACEBACK=1 shows the traceback)",
             file=sys.stderr,
         )

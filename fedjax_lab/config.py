@@ -216,7 +216,7 @@ def check_key(config: ml_collections.ConfigDict, key: str) -> Field:
     if key not in known:
         suffix = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
         error = validation.unknown_name_error("config key", key, known, show=0)
-        if suffix and not str(error).count("Did you mean"):
+        if suffix and "Did you mean" not in str(error):
             error = ValueError(f"{error} Did you mean {', '.join(map(repr, suffix))}?")
         raise error
     return known[key]

@@ -16,7 +16,9 @@ import signal
 import sys
 import threading
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -57,12 +59,8 @@ class GracefulStop:
 
         With several processes this is a collective: every process calls it each round.
         """
-        import jax
-
         if jax.process_count() == 1:
             return self.signum
-        from jax.experimental import multihost_utils
-
         mine = np.asarray(self.signum or 0, np.int32)
         every = np.asarray(multihost_utils.process_allgather(mine))
         return int(every.max()) or None

@@ -24,6 +24,14 @@ def unknown_name_error(
     return ValueError(f"Unknown {kind} {value!r}.{hint}{listing}")
 
 
+def one_line(error: BaseException, *, limit: int | None = None) -> str:
+    """An exception's message on one line (whitespace collapsed), cut after ``limit`` chars."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if limit is not None and len(text) > limit:
+        return text[:limit] + "..."
+    return text
+
+
 def check_name(kind: str, value: object, known: Iterable[str]) -> None:
     """Raises :func:`unknown_name_error` unless ``value`` is one of ``known``."""
     known = list(known)

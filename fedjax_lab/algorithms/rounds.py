@@ -310,7 +310,7 @@ def compose(
                 sent = jax.tree.map(jnp.add, partition.select(models, keep), delta)
             if order == "train_then_gossip":
                 sent, comm_state, models_sent = communication.combine(comm_state, mixing, sent)
-            new_params = partition.merge(sent, partition.select(trained, _negate(keep)))
+            new_params = partition.merge(sent, partition.split(trained, keep)[1])
         else:
             mean, comm_state, models_sent = communication.combine(
                 comm_state, None, sent, weights=joined if cohort.varies else None
@@ -366,10 +366,6 @@ def compose(
         local_steps=steps_needed,
         host_hook=host_hook,
     )
-
-
-def _negate(keep: Any) -> Any:
-    return jax.tree.map(lambda k: not k, keep)
 
 
 def _where_clients(joined: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
