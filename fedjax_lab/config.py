@@ -76,6 +76,7 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "local.momentum", None, "heavy-ball momentum, reset every round (0.9 for dfedavgm)", float
     ),
+    Field("local.weight_decay", 0.0, "L2 weight decay added to the local gradient"),
     Field("sam.rho", None, "SAM radius; None = the algorithm's (0.05; 0.1 for fedspeed)", float),
     Field("sam.adaptive", False, "ASAM instead of SAM"),
     Field("server.clients_per_round", None, "m of N each round; None = 10% of N, at least 1", int),

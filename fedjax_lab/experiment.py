@@ -15,7 +15,8 @@ workdir receives
   ``keep_checkpoints`` kept (:mod:`fedjax_lab.checkpoints`); damaged ones found on resume
   are moved to ``checkpoints_skipped/``;
 * ``summary.json``: the final metrics and a sha256 fingerprint of the final parameters,
-  written atomically at the end;
+  written atomically at the end; ``stopped`` gives the reason when the algorithm's host
+  hook ended the run early (a privacy budget reached: ``dp.target_epsilon``);
 * ``lock``: held while a run is active, with its pid and host (:mod:`fedjax_lab.locking`).
 
 Randomness: round ``t`` uses ``fold_in(root, t)`` where ``root`` comes from ``config.seed``;
@@ -560,8 +561,18 @@ def _run_in(
         unit="round",
         disable=not (c.progress and primary),
     )
+    stopped, extra, last_saved = None, {}, None
     try:
         for t in bar:
+            stopped = hook.stop_before(host_state, t + 1) if hook and hook.stop_before else None
+            if stopped:
+                if t > first_round and record.get("round") != t:
+                    record = {**last_record, **exp.evaluate(state)}
+                    writer.write(record)
+                if t > first_round and c.checkpoint_every and last_saved != t:
+                    checkpointer.save(t, _checkpoint_tree(state, root, bytes_sent, host_state))
+                tqdm.tqdm.write(f"Stopped before round {t + 1} of {c.rounds}: {stopped}")
+                break
             state, round_metrics = exp.train_round(state, t)
             round_metrics = _host_scalars(round_metrics)
             train_loss = round_metrics["train_loss"]
@@ -581,30 +592,32 @@ def _run_in(
             if hook:
                 host_state, extra = hook.after_round(host_state, done, round_metrics)
                 round_metrics.update(extra)
+            last_record = {"round": done, **round_metrics, "bytes_communicated": bytes_sent}
             if done % c.eval_every == 0 or done == c.rounds:
-                record = {
-                    "round": done,
-                    **round_metrics,
-                    "bytes_communicated": bytes_sent,
-                    **exp.evaluate(state),
-                }
+                record = {**last_record, **exp.evaluate(state)}
                 writer.write(record)
-                bar.set_postfix(acc=f"{record['test_accuracy']:.3f}", loss=f"{train_loss:.3f}")
+                bar.set_postfix(
+                    acc=f"{record['test_accuracy']:.3f}",
+                    loss=f"{train_loss:.3f}",
+                    **{k: f"{record[k]:.3g}" for k in extra},
+                )
             saved = c.checkpoint_every and (done % c.checkpoint_every == 0 or done == c.rounds)
             signum = stop.requested()
             if saved or (signum and c.checkpoint_every):
                 checkpointer.save(done, _checkpoint_tree(state, root, bytes_sent, host_state))
+                last_saved = done
             if signum and done < c.rounds:
                 raise stopping.RunInterrupted(_stopped_message(signum, done, c, path), signum)
     finally:
         bar.close()
         writer.close()
         checkpointer.close()
-    if not record:  # resumed from the final checkpoint: nothing left to run
+    if not record:  # resumed from the final checkpoint (or stopped at once): nothing ran
         record = records.load_metrics(path)[-1]
     summary = {
         **record,
         "rounds": c.rounds,
+        **({"stopped": stopped} if stopped else {}),
         "resumed_from": first_round,
         "wall_time_s": round(time.perf_counter() - start, 3),
         "params_sha256": fingerprints.params_fingerprint(

@@ -125,3 +125,56 @@ def test_dp_dfedsam_privatizes_every_message_before_gossip():
     )
     for i in range(N):
         assert_close({k: np.asarray(v[i]) for k, v in state.params.items()}, expected[i])
+
+
+def test_target_epsilon_stops_before_the_round_that_would_exceed_it(tmp_path):
+    mech = privacy.Mechanism(0.95, 6, 3, "poisson")
+    eps = [privacy.epsilon(mech, t, 5e-3) for t in range(1, 8)]
+    target = (eps[3] + eps[4]) / 2  # 4 rounds fit, the 5th would not
+    c = small_config(
+        {"algorithm": "dp_fedavg", "server.clients_per_round": 3, "dp.target_epsilon": target},
+        rounds=7,
+        eval_every=3,
+        checkpoint_every=3,
+    )
+    summary = experiment.run(c, tmp_path / "run")
+    lines = records.load_metrics(tmp_path / "run")
+    assert [line["round"] for line in lines] == [3, 4]  # the last completed round evaluated
+    assert lines[-1]["epsilon"] == pytest.approx(eps[3]) and lines[-1]["epsilon"] <= target
+    assert "round 5 would take epsilon" in summary["stopped"] and summary["round"] == 4
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [3, 4]
+    # Resuming with more rounds runs none: the budget is spent.
+    again = experiment.run(config_lib.update(c, rounds=9), tmp_path / "run", resume=True)
+    assert again["round"] == 4 and "round 5" in again["stopped"]
+    assert len(records.load_metrics(tmp_path / "run")) == 2
+    # A budget that one round exceeds is an error before anything runs.
+    with pytest.raises(ValueError, match=r"dp.target_epsilon=0.01 is exceeded by the first"):
+        experiment.run(config_lib.update(c, {"dp.target_epsilon": 0.01}), tmp_path / "other")
+
+
+def test_per_tensor_clipping_scales_the_noise_to_its_sensitivity():
+    sigma, clip_norm, m = 1.0, 0.5, 4
+    tree = {f"t{i}": jnp.full((30_000,), 10.0) for i in range(4)}  # L = 4 tensors
+    noisy = private.privatizer(clip_norm, sigma, m, None, per_tensor=True)
+    key = jax.random.key(3)
+    out, _ = noisy.update(tree, noisy.init(tree), key=key)
+    clipped = clip_norm / math.sqrt(30_000)  # every coordinate after clipping its tensor
+    noise = np.concatenate([np.asarray(v) - clipped for v in out.values()])
+    assert abs(noise.std() / (sigma * clip_norm * 2 / math.sqrt(m)) - 1) < 0.02  # sqrt(L) = 2
+    whole = private.privatizer(clip_norm, sigma, m, None)
+    out, _ = whole.update(tree, whole.init(tree), key=key)
+    noise = np.concatenate([np.ravel(v) for v in out.values()])
+    assert abs(noise.std() / (sigma * clip_norm / math.sqrt(m)) - 1) < 0.02
+
+
+def test_weight_decay_adds_its_term_to_the_local_gradient():
+    c = config_lib.resolve(small_config({"local.weight_decay": 0.1, "local.learning_rate": 0.5}))
+    params = {"w": jnp.asarray([1.0, -2.0])}
+    grads = {"w": jnp.asarray([0.3, 0.3])}
+    for make in (private.configured.local_sgd, private.configured.local_sam_sgd):
+        opt = optax.with_extra_args_support(make(c))
+        sam_loss = lambda p: 0.3 * jnp.sum(p["w"])  # the SAM gradient is 0.3 everywhere
+        updates, _ = opt.update(grads, opt.init(params), params, loss_fn=sam_loss)
+        np.testing.assert_allclose(updates["w"], -0.5 * (0.3 + 0.1 * np.array([1.0, -2.0])))
+    with pytest.raises(ValueError, match="local.weight_decay >= 0, got -1"):
+        private.configured.local_sgd(config_lib.update(c, {"local.weight_decay": -1.0}))

@@ -65,11 +65,16 @@ class HostHook(NamedTuple):
       init: ``() -> state``, a pytree of NumPy arrays with a fixed structure.
       after_round: ``(state, round, metrics) -> (state, extra_metrics)``, called on the
         host after round ``round`` (1-based) with that round's metrics as Python numbers;
-        ``extra_metrics`` (scalars) join the round's records.
+        ``extra_metrics`` (scalars) join the round's records and the progress bar.
+      stop_before: optional ``(state, round) -> reason or None``, asked on the host before
+        round ``round`` (1-based) runs: a reason (a privacy budget that round would
+        exceed, say) ends the run after the last completed round, which is evaluated and
+        checkpointed, with the reason in ``summary.json`` (``stopped``).
     """
 
     init: Callable[[], Any]
     after_round: Callable[[Any, int, dict[str, float]], tuple[Any, dict[str, float]]]
+    stop_before: Callable[[Any, int], str | None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,8 +30,12 @@ def execution_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def local_sgd(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Local SGD with the configured step size and momentum (``local``)."""
-    return optax.sgd(c.local.learning_rate, momentum=c.local.momentum or None)
+    """Local SGD with the configured step size, momentum and weight decay (``local``)."""
+    wd = c.local.weight_decay
+    if not wd >= 0:
+        raise ValueError(f"Expected local.weight_decay >= 0, got {wd!r}.")
+    sgd = optax.sgd(c.local.learning_rate, momentum=c.local.momentum or None)
+    return optax.chain(optax.add_decayed_weights(wd), sgd) if wd > 0 else sgd
 
 
 def server_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -67,5 +71,9 @@ def decentralized_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
 def local_sam_sgd(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """SAM + SGD with the ``local`` and ``sam`` sections."""
     return sharpness_aware.sam_sgd(
-        c.local.learning_rate, c.sam.rho, momentum=c.local.momentum or None, adaptive=c.sam.adaptive
+        c.local.learning_rate,
+        c.sam.rho,
+        momentum=c.local.momentum or None,
+        adaptive=c.sam.adaptive,
+        weight_decay=c.local.weight_decay,
     )

@@ -16,7 +16,15 @@ per coordinate when ``|S| = m``. Sampling matches the accounting: by default eve
 joins independently with probability ``q`` (Poisson, the cohort padded to a static size and
 masked); ``sampling="fixed"`` takes exactly ``m`` without replacement and is accounted as
 such (replace-one neighbours). A host hook reports ``epsilon`` at ``delta`` after every round
-(:mod:`fedjax_lab.privacy`).
+(:mod:`fedjax_lab.privacy`) and, given ``dp.target_epsilon``, stops the run before the
+round that would exceed it.
+
+The released code's variants are options: per-tensor clipping (``dp.per_tensor_clip``,
+with the noise scaled to the sensitivity ``C sqrt(L)`` of ``L`` tensors so that epsilon
+stays right), ASAM (``sam.adaptive``), local momentum (``local.momentum=0.5``) and weight
+decay (``local.weight_decay=5e-4``). Its sample-size-weighted mean is not offered: a
+weight that depends on a client's data size changes the sensitivity the accounting
+assumes.
 
 DP-DFedSAM: the decentralized family with the same update transform and ``m = 1`` (each
 client's message is seen on its own by its neighbours, so it carries noise of std
@@ -30,7 +38,8 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import numpy as np
 import optax
@@ -46,33 +55,77 @@ from fedjax_lab.algorithms import rounds
 from fedjax_lab.transforms import dp
 
 
-def epsilon_hook(mechanism: privacy.Mechanism, delta: float, accountant: str = "rdp"):
-    """A host hook reporting ``epsilon`` after every round (its state: the rounds so far)."""
-    delta = privacy.accounting.check_delta(delta)
-    privacy.epsilon(mechanism, 1, delta, accountant)  # validates the mechanism now
+def epsilon_hook(
+    epsilon_after: Callable[[int], float], target_epsilon: float | None = None
+) -> base.HostHook:
+    """A host hook reporting ``epsilon`` after every round (its state: the rounds so far).
+
+    Args:
+      epsilon_after: ``rounds -> epsilon`` of the run's mechanism after that many rounds
+        (:func:`accountant_epsilon`, or zCDP for Fed-LTP).
+      target_epsilon: a budget. The run stops before the round that would take epsilon
+        past it; a budget that a single round exceeds is an error now.
+    """
+    epsilon_after = functools.lru_cache(maxsize=None)(epsilon_after)
+    if target_epsilon is not None:
+        if not target_epsilon > 0:
+            raise ValueError(f"Expected dp.target_epsilon > 0 or None, got {target_epsilon!r}.")
+        first = epsilon_after(1)
+        if first > target_epsilon:
+            raise ValueError(
+                f"dp.target_epsilon={target_epsilon} is exceeded by the first round already "
+                f"(epsilon {first:.4g} after 1 round); raise it, or raise dp.noise_multiplier."
+            )
 
     def after_round(state, round_index, metrics):
         del metrics
         done = int(state["rounds"]) + 1
-        eps = privacy.epsilon(mechanism, done, delta, accountant)
-        return {"rounds": np.asarray(done, np.int64)}, {"epsilon": eps}
+        return {"rounds": np.asarray(done, np.int64)}, {"epsilon": epsilon_after(done)}
 
-    return base.HostHook(lambda: {"rounds": np.zeros((), np.int64)}, after_round)
+    def stop_before(state, round_index):
+        after = epsilon_after(int(state["rounds"]) + 1)
+        if after <= target_epsilon:
+            return None
+        return (
+            f"round {round_index} would take epsilon to {after:.4g}, past "
+            f"dp.target_epsilon={target_epsilon}"
+        )
+
+    return base.HostHook(
+        lambda: {"rounds": np.zeros((), np.int64)},
+        after_round,
+        stop_before if target_epsilon is not None else None,
+    )
+
+
+def accountant_epsilon(
+    mechanism: privacy.Mechanism, delta: float, accountant: str = "rdp"
+) -> Callable[[int], float]:
+    """``rounds -> epsilon`` at ``delta`` of the sampled Gaussian mechanism (validated now)."""
+    delta = privacy.accounting.check_delta(delta)
+    privacy.epsilon(mechanism, 1, delta, accountant)
+    return lambda rounds: privacy.epsilon(mechanism, rounds, delta, accountant)
 
 
 def privatizer(
-    clip_norm: float, noise_multiplier: float, expected_clients: float, top_k: float | None
+    clip_norm: float,
+    noise_multiplier: float,
+    expected_clients: float,
+    top_k: float | None,
+    per_tensor: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """``chain([top_k(p),] clip(C), gaussian_noise(sigma, C, m))`` (noise on the kept
-    coordinates with top-k)."""
+    coordinates with top-k; with per-tensor clipping, the noise grows with the sensitivity
+    ``C sqrt(L)``)."""
     pieces = [] if top_k is None else [dp.top_k(top_k)]
     pieces += [
-        dp.clip(clip_norm),
+        dp.clip(clip_norm, per_tensor=per_tensor),
         dp.gaussian_noise(
             noise_multiplier,
             clip_norm=clip_norm,
             expected_clients=expected_clients,
             on_support=top_k is not None,
+            per_tensor_clip=per_tensor,
         ),
     ]
     return optax.chain(*pieces)
@@ -90,6 +143,8 @@ def dp_fedavg(
     sampling: str = "poisson",
     accountant: str = "rdp",
     top_k: float | None = None,
+    per_tensor_clip: bool = False,
+    target_epsilon: float | None = None,
     server_optimizer: optax.GradientTransformation | None = None,
     name: str = "dp_fedavg",
     **kwargs: Any,
@@ -102,6 +157,9 @@ def dp_fedavg(
       sampling: ``"poisson"`` (default) or ``"fixed"``.
       accountant: ``"rdp"`` or ``"pld"`` (Poisson only).
       top_k: keep this fraction of the update's coordinates (DP-FedSAM-top_k), or None.
+      per_tensor_clip: clip each tensor to C (the released code's variant) instead of the
+        whole update; the noise then scales with the sensitivity ``C sqrt(L)``.
+      target_epsilon: stop before the round that would exceed this epsilon, or None.
       **kwargs: other arguments of :func:`~fedjax_lab.algorithms.rounds.compose`.
     """
     mechanism = privacy.Mechanism(noise_multiplier, num_clients, clients_per_round, sampling)
@@ -116,9 +174,11 @@ def dp_fedavg(
         phases=[local.Phase(local_optimizer)],
         cohort=cohort,
         communication=communication.server_mean(denominator=clients_per_round),
-        update_transform=privatizer(clip_norm, noise_multiplier, clients_per_round, top_k),
+        update_transform=privatizer(
+            clip_norm, noise_multiplier, clients_per_round, top_k, per_tensor_clip
+        ),
         server_optimizer=server_optimizer or optax.sgd(1.0),
-        host_hook=epsilon_hook(mechanism, delta, accountant),
+        host_hook=epsilon_hook(accountant_epsilon(mechanism, delta, accountant), target_epsilon),
         **kwargs,
     )
 
@@ -132,6 +192,8 @@ def dp_dfedsam(
     noise_multiplier: float,
     delta: float,
     accountant: str = "rdp",
+    per_tensor_clip: bool = False,
+    target_epsilon: float | None = None,
     name: str = "dp_dfedsam",
     **kwargs: Any,
 ) -> base.Algorithm:
@@ -141,8 +203,8 @@ def dp_dfedsam(
         loss_fn,
         local_optimizer,
         num_clients=num_clients,
-        update_transform=privatizer(clip_norm, noise_multiplier, 1, None),
-        host_hook=epsilon_hook(mechanism, delta, accountant),
+        update_transform=privatizer(clip_norm, noise_multiplier, 1, None, per_tensor_clip),
+        host_hook=epsilon_hook(accountant_epsilon(mechanism, delta, accountant), target_epsilon),
         name=name,
         **kwargs,
     )
@@ -152,9 +214,15 @@ FIELDS = (
     config_lib.Field("dp.clip_norm", 0.2, "C, the L2 bound of each client's update"),
     config_lib.Field("dp.noise_multiplier", 0.95, "sigma: the cohort mean gets std sigma C / m"),
     config_lib.Field("dp.delta", 5e-3, "delta of the reported epsilon"),
+    config_lib.Field(
+        "dp.target_epsilon", None, "stop before a round would exceed it; None = no budget", float
+    ),
     config_lib.Field("dp.sampling", "poisson", "poisson (q = m / N per client) or fixed (m of N)"),
     config_lib.Field("dp.accountant", "rdp", "rdp or pld (Poisson sampling only)"),
-    config_lib.Field("dp.top_k", 0.5, "dp_fedsam_topk: fraction p of coordinates kept"),
+    config_lib.Field("dp.topk_fraction", 0.5, "dp_fedsam_topk: fraction p of coordinates kept"),
+    config_lib.Field(
+        "dp.per_tensor_clip", False, "clip each tensor to C (noise scaled by sqrt(tensors))"
+    ),
 )
 
 
@@ -164,6 +232,8 @@ def _dp_kwargs(c) -> dict[str, Any]:
         noise_multiplier=c.dp.noise_multiplier,
         delta=c.dp.delta,
         accountant=c.dp.accountant,
+        per_tensor_clip=c.dp.per_tensor_clip,
+        target_epsilon=c.dp.target_epsilon,
     )
 
 
@@ -174,7 +244,7 @@ def _server_builder(name: str, local_optimizer, top_k: bool = False):
             local_optimizer(c),
             name=name,
             sampling=c.dp.sampling,
-            top_k=c.dp.top_k if top_k else None,
+            top_k=c.dp.topk_fraction if top_k else None,
             **_dp_kwargs(c),
             **configured.server_kwargs(c),
         )

@@ -76,6 +76,7 @@ def gaussian_noise(
     expected_clients: int | None = None,
     std: float | None = None,
     on_support: bool = False,
+    per_tensor_clip: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Adds Gaussian noise drawn from the keyword argument ``key`` (required).
 
@@ -85,6 +86,11 @@ def gaussian_noise(
       clip_norm, expected_clients: C and m.
       std: the std itself, instead of the three above.
       on_support: add noise only where the update is nonzero (after :func:`top_k`).
+      per_tensor_clip: the update was clipped per tensor (``clip(C, per_tensor=True)``),
+        so its sensitivity is ``C sqrt(L)`` for ``L`` tensors: the std is multiplied by
+        ``sqrt(L)`` and the noise multiplier, hence epsilon, stays what it says. (The
+        released DP-FedSAM code does not scale it, and so adds less noise than its
+        accounting assumes.)
 
     Returns:
       A transformation whose ``update`` needs ``key=``: each client passes its own, so
@@ -106,9 +112,10 @@ def gaussian_noise(
         del params, extra_args
         leaves, tree = jax.tree.flatten(updates)
         keys = jax.random.split(key, len(leaves))
+        scale = std * math.sqrt(len(leaves)) if per_tensor_clip else std
         noisy = []
         for u, k in zip(leaves, keys):
-            noise = std * jax.random.normal(k, u.shape, u.dtype)
+            noise = scale * jax.random.normal(k, u.shape, u.dtype)
             noisy.append(u + (jnp.where(u != 0, noise, 0) if on_support else noise))
         return jax.tree.unflatten(tree, noisy), state
 

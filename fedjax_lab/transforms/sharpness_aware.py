@@ -125,7 +125,19 @@ def sam(
 
 
 def sam_sgd(
-    learning_rate: float, rho: float, *, momentum: float | None = None, adaptive: bool = False
+    learning_rate: float,
+    rho: float,
+    *,
+    momentum: float | None = None,
+    adaptive: bool = False,
+    weight_decay: float = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
-    """The local optimizer of the SAM family: ``chain(sam(rho), sgd(learning_rate))``."""
-    return optax.chain(sam(rho, adaptive=adaptive), optax.sgd(learning_rate, momentum=momentum))
+    """The local optimizer of the SAM family: ``chain(sam(rho), sgd(learning_rate))``, with
+    ``add_decayed_weights(weight_decay)`` between them when it is positive (the decay is
+    added to the SAM gradient, so it is not perturbed)."""
+    if not weight_decay >= 0:
+        raise ValueError(f"Expected weight_decay >= 0, got {weight_decay!r}.")
+    decay = [optax.add_decayed_weights(weight_decay)] if weight_decay > 0 else []
+    return optax.chain(
+        sam(rho, adaptive=adaptive), *decay, optax.sgd(learning_rate, momentum=momentum)
+    )
