@@ -14,7 +14,9 @@ and hands ``grads`` to the optimizer.
     g = \\frac{1}{B} \\sum_{b} g_b \\min\\Big(1, \\frac{C}{\\lVert g_b \\rVert_2}\\Big),
     \\qquad g_b = \\nabla \\ell(y; x_b).
 
-  Noise is the optimizer's business (a noise transformation after it in the chain).
+  With ``noise_multiplier=sigma`` it is DP-SGD's noisy gradient,
+  ``g + N(0, (sigma C / B)^2 I)`` drawn from the step's key: the sum of clipped gradients
+  has sensitivity ``C`` (one example added or removed), and gets noise of std ``sigma C``.
 * No gradient at all: pass ``gradient=None`` to ``local_train``. The model is then never
   differentiated; the optimizer receives zeros and must build its own update from the
   ``loss_fn`` and ``key`` extra arguments (zeroth-order estimators, black-box models).
@@ -40,11 +42,20 @@ def _global_norm(tree: Any) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def per_example_clipped_gradient(clip_norm: float) -> GradientFn:
-    """The mean of per-example gradients, each clipped to L2 norm ``clip_norm``.
+def per_example_losses(loss_fn, params, batch) -> jax.Array:
+    """``[B]``, the loss of each example of ``batch`` (each evaluated as a batch of one)."""
+    return jax.vmap(lambda example: loss_fn(params, jax.tree.map(lambda x: x[None], example)))(
+        batch
+    )
+
+
+def per_example_clipped_gradient(clip_norm: float, noise_multiplier: float = 0.0) -> GradientFn:
+    """The mean of per-example gradients, each clipped to L2 norm ``clip_norm``, plus noise.
 
     Args:
       clip_norm: ``C > 0``, the bound on every example's contribution.
+      noise_multiplier: ``sigma >= 0``; the mean gets ``N(0, (sigma C / B)^2)`` per
+        coordinate, from the step's key (0: no noise).
 
     Returns:
       A gradient hook. The loss it returns is the batch mean; every leaf of the batch must
@@ -52,10 +63,10 @@ def per_example_clipped_gradient(clip_norm: float) -> GradientFn:
     """
     if not clip_norm > 0:
         raise ValueError(f"Expected clip_norm > 0, got {clip_norm!r}.")
+    if not noise_multiplier >= 0:
+        raise ValueError(f"Expected a noise multiplier sigma >= 0, got {noise_multiplier!r}.")
 
     def gradient(loss_fn, params, batch, key):
-        del key
-
         def one(example):
             single = jax.tree.map(lambda x: x[None], example)
             return jax.value_and_grad(loss_fn)(params, single)
@@ -66,6 +77,15 @@ def per_example_clipped_gradient(clip_norm: float) -> GradientFn:
         clipped = jax.tree.map(
             lambda g: jnp.mean(g * scale.reshape((-1,) + (1,) * (g.ndim - 1)), axis=0), grads
         )
+        if noise_multiplier:
+            size = jax.tree.leaves(batch)[0].shape[0]
+            leaves, tree = jax.tree.flatten(clipped)
+            keys = jax.random.split(key, len(leaves))
+            std = noise_multiplier * clip_norm / size
+            clipped = jax.tree.unflatten(
+                tree,
+                [g + std * jax.random.normal(k, g.shape, g.dtype) for g, k in zip(leaves, keys)],
+            )
         return jnp.mean(losses), clipped
 
     return gradient

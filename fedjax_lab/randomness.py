@@ -9,6 +9,7 @@ from it with :func:`stream`::
   stream(round_key, Stream.DATA)        # the round's minibatches
   stream(round_key, Stream.PRIVACY)     # noise added to client updates (update transform)
   stream(round_key, Stream.STEPS)       # per-client local step counts drawn each round
+  stream(round_key, Stream.SERVER)      # the server update's own noise (Laplace validation)
   stream(root, Stream.INIT)             # the initial model (from the root, not a round)
 
 A client's key within a stream is ``fold_in(stream, client_id)``
@@ -34,6 +35,7 @@ class Stream(enum.IntEnum):
     INIT = 3
     PRIVACY = 4
     STEPS = 5
+    SERVER = 6
 
 
 def stream(key: jax.Array, which: Stream) -> jax.Array:

@@ -126,3 +126,39 @@ def adam_server_round(x, m, v, t, ids, bx, by, lr, server_lr, b1=0.9, b2=0.999, 
     mhat = {k: m[k] / (1 - b1**t) for k in x}
     vhat = {k: v[k] / (1 - b2**t) for k in x}
     return {k: x[k] - server_lr * mhat[k] / (np.sqrt(vhat[k]) + eps) for k in x}, m, v
+
+
+def clipped_grad(params, x, y, clip_norm):
+    """The mean over examples of each example's gradient clipped to ``clip_norm``."""
+    total = {k: np.zeros_like(v) for k, v in params.items()}
+    for b in range(len(y)):
+        g = grad(params, x[b : b + 1], y[b : b + 1])
+        total = add(total, g, min(1.0, clip_norm / norm(g)) / len(y))
+    return total
+
+
+def magnitude_prune(x, mask, sparsity):
+    """The mask cutting the smallest |w| of the prunable "w" (already pruned ones first) to
+    ``floor(sparsity * size)`` pruned coordinates; "b" is not prunable."""
+    score = np.where(mask["w"] > 0, np.abs(x["w"]), -1.0).ravel()
+    cut = int(np.floor(sparsity * score.size))
+    keep = np.ones(score.size)
+    keep[np.argsort(score, kind="stable")[:cut]] = 0.0
+    return {"w": keep.reshape(x["w"].shape), "b": mask["b"]}
+
+
+def fed_ltp_round(x, mask, ids, bx, by, lr, clip_norm, prune_to=None):
+    """Clients in ``ids`` run masked SGD on per-example clipped gradients from ``x``; the
+    server averages their models, keeps the mask, and prunes to ``prune_to`` if given."""
+    models = []
+    for slot, _ in enumerate(ids):
+        y = {k: v.copy() for k, v in x.items()}
+        for xk, yk in zip(bx[slot], by[slot]):
+            g = clipped_grad(y, xk, yk, clip_norm)
+            y = {k: y[k] - lr * mask[k] * g[k] for k in y}
+        models.append(y)
+    new = {k: np.mean([m[k] for m in models], axis=0) * mask[k] for k in x}
+    if prune_to is not None:
+        mask = magnitude_prune(new, mask, prune_to)
+        new = {k: new[k] * mask[k] for k in new}
+    return new, mask

@@ -22,6 +22,7 @@ from fedjax_lab import config as config_lib
 from fedjax_lab import objectives
 from fedjax_lab import records
 from fedjax_lab import transforms
+from fedjax_lab.transforms import pruning
 from tests import numpy_reference as ref
 from tests import test_sharding
 
@@ -257,7 +258,13 @@ def _loss(p):
     return jnp.sum(jnp.sin(p["w"]) ** 2) + jnp.sum(p["b"] ** 2)
 
 
-EXTRA = dict(loss_fn=_loss, key=jax.random.key(0), anchor=jax.tree.map(jnp.zeros_like, PARAMS))
+EXTRA = dict(
+    loss_fn=_loss,
+    key=jax.random.key(0),
+    anchor=jax.tree.map(jnp.zeros_like, PARAMS),
+    mask={"w": (jnp.arange(12) % 3 > 0).reshape(3, 4).astype(jnp.float32), "b": jnp.ones(4)},
+    validation_losses=lambda p: (jnp.full((5,), _loss(p)), jnp.ones(5)),
+)
 TRANSFORM_CASES = {
     "sam": lambda: transforms.sam(0.1),
     "sam_perturbation": None,  # a function, not a transformation (sam uses it)
@@ -266,6 +273,11 @@ TRANSFORM_CASES = {
     "clip": lambda: transforms.clip(0.5),
     "gaussian_noise": lambda: transforms.gaussian_noise(std=0.1),
     "top_k": lambda: transforms.top_k(0.25),
+    "apply_mask": transforms.apply_mask,
+    "magnitude_pruning": lambda: transforms.magnitude_pruning(
+        pruning.PruningSchedule(0.5, 0.3, 1),
+        validation=pruning.LaplaceValidation(1.0, 5.0, tolerance=10.0),
+    ),
 }
 
 

@@ -16,6 +16,7 @@ from fedjax_lab.algorithms.decentralized import DFEDAVG
 from fedjax_lab.algorithms.decentralized import DFEDAVGM
 from fedjax_lab.algorithms.decentralized import DFEDSAM
 from fedjax_lab.algorithms.decentralized import DFEDSAM_MGS
+from fedjax_lab.algorithms.lottery import FED_LTP
 from fedjax_lab.algorithms.private import DP_DFEDSAM
 from fedjax_lab.algorithms.private import DP_FEDAVG
 from fedjax_lab.algorithms.private import DP_FEDSAM
@@ -38,6 +39,7 @@ _SPECS: dict[str, base.AlgorithmSpec] = {
         DP_FEDSAM,
         DP_FEDSAM_TOPK,
         DP_DFEDSAM,
+        FED_LTP,
     )
 }
 

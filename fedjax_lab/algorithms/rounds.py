@@ -17,8 +17,16 @@
 * a **server update** (server-based algorithms): an optax transformation of the
   pseudo-gradient ``x - mean_i(x + s_i)``, its state in ``State.server``:
   ``optax.sgd(eta_g)`` is FedAvg's ``x <- x + eta_g mean_i delta_i``, ``optax.adam`` FedAdam.
-  It receives the keyword argument ``client_state`` (the population's persistent state
-  after this round), so a server rule may read every client's state (FedSpeed does).
+  It receives the keyword arguments ``client_state`` (the population's persistent state
+  after this round), so a server rule may read every client's state (FedSpeed does),
+  ``key`` (the round's server stream) and ``validation_losses`` (``params -> (losses,
+  weights)``, the per-example losses of a candidate model on every cohort slot's first
+  batch, flattened, with 0/1 weights for the slots that take part), so a server rule may
+  validate what it makes (Fed-LTP's pruning does). Values the server keeps in its state
+  can be broadcast to the clients' optimizers (``client_args``: a pruning mask) and
+  reported (``server_metrics``).
+* **messages**: dense models (``models_sent``), or with ``sparse_messages`` the nonzero
+  coordinates of each update as (value, int32 index) pairs (``coordinates_sent``).
 
 Per round, with ``S`` the cohort and ``T`` the update transform:
 
@@ -43,6 +51,7 @@ import jax.numpy as jnp
 import optax
 
 from fedjax_lab import clients
+from fedjax_lab import gradients
 from fedjax_lab import local
 from fedjax_lab import partition
 from fedjax_lab.algorithms import base
@@ -51,6 +60,7 @@ from fedjax_lab.randomness import Stream
 from fedjax_lab.randomness import stream
 
 ORDERS = ("train_then_gossip", "gossip_then_train")
+INDEX_BYTES = 4  # a sparse message's int32 coordinate index
 
 StepCounts = Callable[[jax.Array, jax.Array], jax.Array]  # (key, client ids) -> int32[m]
 
@@ -171,6 +181,9 @@ def compose(
     chunk_size: int | None = None,
     unroll: int | bool = 1,
     host_hook: base.HostHook | None = None,
+    client_args: Callable[[Any], dict[str, Any]] | None = None,
+    server_metrics: Callable[[Any], dict[str, jax.Array]] | None = None,
+    sparse_messages: bool = False,
 ) -> base.Algorithm:
     """An algorithm from its pieces (see the module docstring).
 
@@ -197,6 +210,12 @@ def compose(
       strategy, chunk_size: how clients are mapped (see :func:`fedjax_lab.clients.map_clients`).
       unroll: ``lax.scan`` unrolling of the local steps.
       host_hook: host-side work after every round (:class:`~fedjax_lab.algorithms.base.HostHook`).
+      client_args: ``server state -> dict``, extra keyword arguments of every client's local
+        optimizers this round (what the server broadcasts with the model), or None.
+      server_metrics: ``server state after the round -> dict`` of scalar metrics, or None.
+      sparse_messages: count what each client sends as its nonzero coordinates, each a
+        (value, int32 index) pair: the ``coordinates_sent`` metric and its bytes, for
+        sparse updates (pruned models, top-k).
 
     Returns:
       An :class:`~fedjax_lab.algorithms.base.Algorithm`.
@@ -240,7 +259,9 @@ def compose(
             communication=communication.init(num_clients),
         )
 
-    def client_update(start, row, batches, key, privacy_key, count, *, labels_tree, keep, scale):
+    def client_update(
+        start, row, batches, key, privacy_key, count, *, labels_tree, keep, scale, broadcast
+    ):
         """One client: local phases from ``start``; returns its trained model, the update it
         sends (None without an update transform: it then sends its shared part as it is),
         its persistent row, and the losses and mask of its steps."""
@@ -254,7 +275,10 @@ def compose(
             step_scale=scale,
             unroll=unroll,
             step_count=count,
-            optimizer_args=persistent.optimizer_args(row, start) if persistent else None,
+            optimizer_args={
+                **(persistent.optimizer_args(row, start) if persistent else {}),
+                **broadcast,
+            },
         )
         trained, delta = result.params, None
         if transform is not None or persistent is not None:
@@ -285,6 +309,7 @@ def compose(
             labels_tree=partition.resolve(labels, one_model),
             keep=keep,
             scale=base.round_step_scale(state.round, lr_decay),
+            broadcast=client_args(state.server) if client_args else {},
         )
         mapped = {"strategy": strategy, "chunk_size": chunk_size}
         models, comm_state = state.params, state.communication
@@ -304,6 +329,7 @@ def compose(
         new_clients = rows if all_clients else clients.scatter(state.clients, ids, rows)
         # What each client sends: the shared part of its model, or its transformed update.
         sent = partition.select(trained, keep) if transform is None else delta
+        coordinates_sent = _nonzeros_sent(sent, joined) if sparse_messages else None
         new_server = state.server
         if decentralized:
             if transform is not None:  # neighbours receive x_j + T(y_j - x_j)
@@ -323,7 +349,14 @@ def compose(
                 else jax.tree.map(jnp.negative, mean)
             )
             updates, new_server = server_optimizer.update(
-                pseudo_grad, state.server, x, client_state=new_clients
+                pseudo_grad,
+                state.server,
+                x,
+                client_state=new_clients,
+                key=stream(key, Stream.SERVER),
+                validation_losses=functools.partial(
+                    _validation_losses, loss_fn, personal, batches, joined
+                ),
             )
             new_params = partition.merge(optax.apply_updates(x, updates), personal)
         metrics = {
@@ -336,6 +369,10 @@ def compose(
         }
         if cohort.varies:
             metrics["cohort_size"] = jnp.sum(joined).astype(jnp.int32)
+        if sparse_messages:
+            metrics["coordinates_sent"] = coordinates_sent
+        if server_metrics is not None:
+            metrics.update(server_metrics(new_server))
         new_state = base.State(
             params=new_params,
             round=state.round + 1,
@@ -351,7 +388,11 @@ def compose(
         return clients.broadcast_to_clients(state.params, num_clients)
 
     def message_bytes(params):
-        return {"models_sent": base.model_bytes(partition.select(params, shared_mask(params)))}
+        shared = partition.select(params, shared_mask(params))
+        if sparse_messages:
+            value = max(jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(shared))
+            return {"coordinates_sent": value + INDEX_BYTES}
+        return {"models_sent": base.model_bytes(shared)}
 
     return base.Algorithm(
         name=name,
@@ -366,6 +407,24 @@ def compose(
         local_steps=steps_needed,
         host_hook=host_hook,
     )
+
+
+def _validation_losses(loss_fn, personal, batches, joined, params):
+    """Per-example losses of ``params`` on each slot's first batch, flattened, with the 0/1
+    weights of the slots that take part."""
+    full = partition.merge(params, personal)
+    first = jax.tree.map(lambda b: b[:, 0], batches)
+    losses = jax.vmap(lambda batch: gradients.per_example_losses(loss_fn, full, batch))(first)
+    weights = jnp.broadcast_to(joined[:, None], losses.shape).astype(losses.dtype)
+    return losses.ravel(), weights.ravel()
+
+
+def _nonzeros_sent(sent: Any, joined: jax.Array) -> jax.Array:
+    """The nonzero coordinates the clients that take part send, in all."""
+    per_client = sum(
+        jnp.sum(leaf.reshape(leaf.shape[0], -1) != 0, axis=1) for leaf in jax.tree.leaves(sent)
+    )
+    return jnp.sum(jnp.where(joined, per_client, 0)).astype(jnp.int32)
 
 
 def _where_clients(joined: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:

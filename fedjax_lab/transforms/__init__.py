@@ -2,20 +2,26 @@
 
 SAM and the proximal pull rewrite a local step's gradient; the client-level DP pieces
 (:mod:`fedjax_lab.transforms.dp`: ``clip``, ``gaussian_noise``, ``top_k``) transform a
-client's update before it is sent.
+client's update before it is sent; the pruning pieces
+(:mod:`fedjax_lab.transforms.pruning`: ``apply_mask``, ``magnitude_pruning``) keep a
+broadcast mask on the client and prune the model on the server.
 """
 
 from fedjax_lab.transforms.dp import clip
 from fedjax_lab.transforms.dp import gaussian_noise
 from fedjax_lab.transforms.dp import top_k
 from fedjax_lab.transforms.proximal import proximal
+from fedjax_lab.transforms.pruning import apply_mask
+from fedjax_lab.transforms.pruning import magnitude_pruning
 from fedjax_lab.transforms.sharpness_aware import sam
 from fedjax_lab.transforms.sharpness_aware import sam_perturbation
 from fedjax_lab.transforms.sharpness_aware import sam_sgd
 
 __all__ = (
+    "apply_mask",
     "clip",
     "gaussian_noise",
+    "magnitude_pruning",
     "proximal",
     "sam",
     "sam_perturbation",
