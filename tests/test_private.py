@@ -178,3 +178,23 @@ def test_weight_decay_adds_its_term_to_the_local_gradient():
         np.testing.assert_allclose(updates["w"], -0.5 * (0.3 + 0.1 * np.array([1.0, -2.0])))
     with pytest.raises(ValueError, match="local.weight_decay >= 0, got -1"):
         private.configured.local_sgd(config_lib.update(c, {"local.weight_decay": -1.0}))
+
+
+def test_dp_fedsam_topk_sends_k_coordinates_per_client():
+    alg = private.dp_fedavg(
+        LOSS,
+        transforms.sam_sgd(LR, 0.1),
+        num_clients=N,
+        clients_per_round=3,
+        clip_norm=0.5,
+        noise_multiplier=1.0,
+        delta=1e-5,
+        top_k=0.25,
+    )
+    params, batches = problem(num_batches=alg.cohort_size)
+    _, metrics = alg.round(alg.init(params), None, batches, jax.random.key(0))
+    d = sum(np.size(v) for v in params.values())
+    k = transforms.dp.kept_coordinates(0.25, d)
+    assert int(metrics["cohort_size"]) > 0
+    assert int(metrics["coordinates_sent"]) == int(metrics["cohort_size"]) * k
+    assert alg.message_bytes(params) == {"coordinates_sent": 8}

@@ -156,7 +156,8 @@ def dp_fedavg(
       clip_norm, noise_multiplier, delta: C, sigma and the delta of the reported epsilon.
       sampling: ``"poisson"`` (default) or ``"fixed"``.
       accountant: ``"rdp"`` or ``"pld"`` (Poisson only).
-      top_k: keep this fraction of the update's coordinates (DP-FedSAM-top_k), or None.
+      top_k: keep this fraction of the update's coordinates (DP-FedSAM-top_k), or None;
+        each client then sends its k kept coordinates as (value, index) pairs.
       per_tensor_clip: clip each tensor to C (the released code's variant) instead of the
         whole update; the noise then scales with the sensitivity ``C sqrt(L)``.
       target_epsilon: stop before the round that would exceed this epsilon, or None.
@@ -179,6 +180,7 @@ def dp_fedavg(
         ),
         server_optimizer=server_optimizer or optax.sgd(1.0),
         host_hook=epsilon_hook(accountant_epsilon(mechanism, delta, accountant), target_epsilon),
+        sparse_messages=top_k is not None,
         **kwargs,
     )
 
