@@ -38,10 +38,6 @@ def batch_gradient(loss_fn, params, batch, key):
     return jax.value_and_grad(loss_fn)(params, batch)
 
 
-def _global_norm(tree: Any) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
-
-
 def per_example_losses(loss_fn, params, batch) -> jax.Array:
     """``[B]``, the loss of each example of ``batch`` (each evaluated as a batch of one)."""
     return jax.vmap(lambda example: loss_fn(params, jax.tree.map(lambda x: x[None], example)))(
@@ -49,13 +45,29 @@ def per_example_losses(loss_fn, params, batch) -> jax.Array:
     )
 
 
-def per_example_clipped_gradient(clip_norm: float, noise_multiplier: float = 0.0) -> GradientFn:
+PER_EXAMPLE_STRATEGIES = ("auto", "vmap", "map")
+
+
+def per_example_clipped_gradient(
+    clip_norm: float, noise_multiplier: float = 0.0, *, strategy: str = "auto"
+) -> GradientFn:
     """The mean of per-example gradients, each clipped to L2 norm ``clip_norm``, plus noise.
+
+    Computed in two passes: the per-example gradient norms ``||g_b||`` first, then one
+    backward pass of the reweighted loss ``(1/B) sum_b s_b l_b`` with the clip factors
+    ``s_b = min(1, C / ||g_b||)`` held constant, whose gradient is the clipped mean by
+    linearity. The per-example gradients are reduced to their norms at once and never
+    averaged as such (XLA:CPU turns ``mean(s_b g_b)`` over a convolution's per-example
+    weight gradients into a very slow fusion: 17 s instead of 0.2 s for the EMNIST CNN).
 
     Args:
       clip_norm: ``C > 0``, the bound on every example's contribution.
       noise_multiplier: ``sigma >= 0``; the mean gets ``N(0, (sigma C / B)^2)`` per
         coordinate, from the step's key (0: no noise).
+      strategy: how the per-example norms are computed: ``"vmap"`` (all examples at once),
+        ``"map"`` (one example after another, ``lax.map``: the faster on XLA:CPU, where a
+        vmapped convolution gradient becomes a slow grouped convolution) or ``"auto"``
+        (``"map"`` on CPU, ``"vmap"`` elsewhere; decided when the step is traced).
 
     Returns:
       A gradient hook. The loss it returns is the batch mean; every leaf of the batch must
@@ -65,18 +77,31 @@ def per_example_clipped_gradient(clip_norm: float, noise_multiplier: float = 0.0
         raise ValueError(f"Expected clip_norm > 0, got {clip_norm!r}.")
     if not noise_multiplier >= 0:
         raise ValueError(f"Expected a noise multiplier sigma >= 0, got {noise_multiplier!r}.")
+    if strategy not in PER_EXAMPLE_STRATEGIES:
+        raise ValueError(
+            f"Unknown per-example strategy {strategy!r}; expected one of {PER_EXAMPLE_STRATEGIES}."
+        )
 
     def gradient(loss_fn, params, batch, key):
-        def one(example):
+        def squared_norm(example):
             single = jax.tree.map(lambda x: x[None], example)
-            return jax.value_and_grad(loss_fn)(params, single)
+            g = jax.grad(loss_fn)(params, single)
+            return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g))
 
-        losses, grads = jax.vmap(one)(batch)
-        norms = jax.vmap(_global_norm)(grads)
-        scale = jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-12))
-        clipped = jax.tree.map(
-            lambda g: jnp.mean(g * scale.reshape((-1,) + (1,) * (g.ndim - 1)), axis=0), grads
+        how = strategy
+        if how == "auto":
+            how = "map" if jax.default_backend() == "cpu" else "vmap"
+        squared = (
+            jax.vmap(squared_norm)(batch) if how == "vmap" else jax.lax.map(squared_norm, batch)
         )
+        scale = jnp.minimum(1.0, clip_norm / jnp.maximum(jnp.sqrt(squared), 1e-12))
+        scale = jax.lax.stop_gradient(scale)
+
+        def reweighted(p):
+            losses = per_example_losses(loss_fn, p, batch)
+            return jnp.mean(scale * losses), losses
+
+        (_, losses), clipped = jax.value_and_grad(reweighted, has_aux=True)(params)
         if noise_multiplier:
             size = jax.tree.leaves(batch)[0].shape[0]
             leaves, tree = jax.tree.flatten(clipped)

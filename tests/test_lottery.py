@@ -92,8 +92,13 @@ def test_per_example_clipping_bounds_every_example_and_the_noise_has_std_sigma_c
         for b in range(8):  # each example's contribution alone
             _, g = hook(LOSS, params, {"x": x[b : b + 1], "y": y[b : b + 1]}, None)
             assert ref.norm(as64(g)) <= clip_norm * (1 + 1e-5)
-        _, g = hook(LOSS, params, {"x": x, "y": y}, None)
-        assert_close(g, ref.clipped_grad(as64(params), x, y, clip_norm))
+        expected = ref.clipped_grad(as64(params), x, y, clip_norm)
+        for strategy in ("vmap", "map"):
+            hook = gradients.per_example_clipped_gradient(clip_norm, strategy=strategy)
+            _, g = jax.jit(lambda p, b, hook=hook: hook(LOSS, p, b, None))(params, {"x": x, "y": y})
+            assert_close(g, expected)
+    with pytest.raises(ValueError, match="Unknown per-example strategy 'loop'"):
+        gradients.per_example_clipped_gradient(clip_norm, strategy="loop")
     big = {"w": jnp.zeros((300, 100)), "b": jnp.zeros(100)}
     batch = {"x": jnp.zeros((4, 300)), "y": jnp.zeros(4, jnp.int32)}
     noisy = gradients.per_example_clipped_gradient(clip_norm, noise_multiplier=sigma)
