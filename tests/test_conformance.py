@@ -264,6 +264,7 @@ EXTRA = dict(
     anchor=jax.tree.map(jnp.zeros_like, PARAMS),
     mask={"w": (jnp.arange(12) % 3 > 0).reshape(3, 4).astype(jnp.float32), "b": jnp.ones(4)},
     validation_losses=lambda p: (jnp.full((5,), _loss(p)), jnp.ones(5)),
+    cohort_size=jnp.asarray(0, jnp.int32),
 )
 TRANSFORM_CASES = {
     "sam": lambda: transforms.sam(0.1),
@@ -272,6 +273,7 @@ TRANSFORM_CASES = {
     "sam_sgd": lambda: transforms.sam_sgd(0.1, 0.05),
     "clip": lambda: transforms.clip(0.5),
     "gaussian_noise": lambda: transforms.gaussian_noise(std=0.1),
+    "empty_cohort_noise": lambda: transforms.empty_cohort_noise(0.1),
     "top_k": lambda: transforms.top_k(0.25),
     "apply_mask": transforms.apply_mask,
     "magnitude_pruning": lambda: transforms.magnitude_pruning(

@@ -93,6 +93,34 @@ def test_dp_noise_on_the_mean_has_std_sigma_c_over_m():
     assert abs(noise.std() / (sigma * clip_norm / m) - 1) < 0.02
 
 
+@pytest.mark.parametrize("n,m", [(40, 12), (100, 1)])  # q = 0.3; q = 0.01, often empty
+def test_poisson_rounds_carry_the_central_noise_whatever_the_cohort_size(n, m):
+    sigma, clip_norm = 2.0, 1.0
+    alg = private.dp_fedavg(
+        LOSS,
+        optax.sgd(0.0),
+        num_clients=n,
+        clients_per_round=m,
+        clip_norm=clip_norm,
+        noise_multiplier=sigma,
+        delta=1e-5,
+    )
+    rng = np.random.default_rng(0)
+    params = {"w": np.zeros((200, 50), np.float32), "b": np.zeros((50,), np.float32)}
+    batches = {
+        "x": rng.normal(size=(alg.cohort_size, 1, 2, 200)).astype(np.float32),
+        "y": rng.integers(0, 50, size=(alg.cohort_size, 1, 2)).astype(np.int32),
+    }
+    sizes = set()
+    for seed in range(6):
+        state, metrics = alg.round(alg.init(params), None, batches, jax.random.key(seed))
+        sizes.add(int(metrics["cohort_size"]))
+        noise = np.asarray(state.params["w"]).ravel()  # no training: all of it is noise
+        # The sum carries sigma C and the server divides by m, for any |S| (0 included).
+        assert abs(noise.std() / (sigma * clip_norm / m) - 1) < 0.03, metrics["cohort_size"]
+    assert len(sizes) > 1 and (m > 1 or 0 in sizes)
+
+
 def test_dp_runs_report_epsilon_as_the_accountant_computes_it(tmp_path):
     c = small_config(
         {"algorithm": "dp_fedsam", "server.clients_per_round": 3}, rounds=3, eval_every=1

@@ -2,20 +2,26 @@
 
 Each participating client trains from the model it holds, then privatizes its update
 before it leaves, with the update transform ``chain([top_k(p),] clip(C),
-gaussian_noise(sigma, clip_norm=C, expected_clients=m))`` and its own key from the privacy
-stream (:mod:`fedjax_lab.transforms.dp`):
+gaussian_noise(...))`` and its own key from the privacy stream
+(:mod:`fedjax_lab.transforms.dp`):
 
 .. math::
 
-  \\tilde\\Delta_i = \\mathrm{clip}_C(\\Delta_i) + \\mathcal{N}(0, \\sigma^2 C^2 / m),
+  \\tilde\\Delta_i = \\mathrm{clip}_C(\\Delta_i) + \\mathcal{N}(0, \\sigma^2 C^2 / |S|),
   \\qquad x \\leftarrow x + \\frac{1}{m} \\sum_{i \\in S} \\tilde\\Delta_i .
 
+The noise of the sum is exactly the central mechanism's ``N(0, (sigma C)^2)`` whatever the
+size of the cohort ``S``: each client adds its share ``sigma C / sqrt(|S|)``, and when no
+client takes part the server adds ``N(0, (sigma C / m)^2)`` to the (empty) mean itself.
 The server divides the sum by the *expected* cohort size ``m = qN``, as the analysis of the
-sampled Gaussian mechanism needs, and the noise of the mean is then ``N(0, (sigma C/m)^2)``
-per coordinate when ``|S| = m``. Sampling matches the accounting: by default every client
-joins independently with probability ``q`` (Poisson, the cohort padded to a static size and
-masked); ``sampling="fixed"`` takes exactly ``m`` without replacement and is accounted as
-such (replace-one neighbours). A host hook reports ``epsilon`` at ``delta`` after every round
+sampled Gaussian mechanism needs, so the mean carries ``N(0, (sigma C / m)^2)``. (Noise of
+``sigma C / sqrt(m)`` per client would leave a smaller-than-expected Poisson cohort with
+less noise than the accounting assumes.) The guarantee is that of the sum: secure
+aggregation or a trusted server; one message alone carries less noise. Sampling matches
+the accounting: by default every client joins independently with probability ``q``
+(Poisson, the cohort padded to a static size and masked); ``sampling="fixed"`` takes
+exactly ``m`` without replacement (so ``|S| = m``) and is accounted as such (replace-one
+neighbours). A host hook reports ``epsilon`` at ``delta`` after every round
 (:mod:`fedjax_lab.privacy`) and, given ``dp.target_epsilon``, stops the run before the
 round that would exceed it.
 
@@ -110,13 +116,14 @@ def accountant_epsilon(
 def privatizer(
     clip_norm: float,
     noise_multiplier: float,
-    expected_clients: float,
+    expected_clients: float | None,
     top_k: float | None,
     per_tensor: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """``chain([top_k(p),] clip(C), gaussian_noise(sigma, C, m))`` (noise on the kept
     coordinates with top-k; with per-tensor clipping, the noise grows with the sensitivity
-    ``C sqrt(L)``)."""
+    ``C sqrt(L)``). ``expected_clients=None`` splits the sum's noise over the clients that
+    take part (``split_over_cohort``), as Poisson cohorts need."""
     pieces = [] if top_k is None else [dp.top_k(top_k)]
     pieces += [
         dp.clip(clip_norm, per_tensor=per_tensor),
@@ -126,6 +133,7 @@ def privatizer(
             expected_clients=expected_clients,
             on_support=top_k is not None,
             per_tensor_clip=per_tensor,
+            split_over_cohort=expected_clients is None,
         ),
     ]
     return optax.chain(*pieces)
@@ -164,10 +172,16 @@ def dp_fedavg(
       **kwargs: other arguments of :func:`~fedjax_lab.algorithms.rounds.compose`.
     """
     mechanism = privacy.Mechanism(noise_multiplier, num_clients, clients_per_round, sampling)
+    server = server_optimizer or optax.sgd(1.0)
     if sampling == "poisson":
         cohort = rounds.poisson_cohort(num_clients, clients_per_round / num_clients)
+        # The clients split sigma C over the cohort; an empty one gets it from the server.
+        split_over = None
+        empty = dp.noise_std(noise_multiplier, clip_norm, 1) / clients_per_round
+        server = optax.chain(dp.empty_cohort_noise(empty), server)
     else:
         cohort = rounds.fixed_cohort(num_clients, clients_per_round)
+        split_over = clients_per_round
     return rounds.compose(
         loss_fn,
         name=name,
@@ -176,9 +190,9 @@ def dp_fedavg(
         cohort=cohort,
         communication=communication.server_mean(denominator=clients_per_round),
         update_transform=privatizer(
-            clip_norm, noise_multiplier, clients_per_round, top_k, per_tensor_clip
+            clip_norm, noise_multiplier, split_over, top_k, per_tensor_clip
         ),
-        server_optimizer=server_optimizer or optax.sgd(1.0),
+        server_optimizer=server,
         host_hook=epsilon_hook(accountant_epsilon(mechanism, delta, accountant), target_epsilon),
         sparse_messages=top_k is not None,
         **kwargs,

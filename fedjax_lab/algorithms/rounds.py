@@ -9,7 +9,8 @@
   counts (:func:`fixed_step_counts`, :func:`uniform_step_counts`);
 * an **update transform**: an optax transformation applied to each client's update
   ``delta_i = y_i - x_i`` (the shared part) before it leaves the client, with the client's
-  key from the privacy stream, ``key=fold_in(privacy, i)`` (clipping, noise, sparsification);
+  key from the privacy stream, ``key=fold_in(privacy, i)``, and the number of clients
+  taking part, ``cohort_size`` (clipping, noise, sparsification);
   without one, a client sends its model as it is;
 * a **communication** piece (:mod:`fedjax_lab.algorithms.communication`): the server mean
   or gossip, applied to the shared part of the parameters only (``labels``, a partition of
@@ -19,7 +20,7 @@
   ``optax.sgd(eta_g)`` is FedAvg's ``x <- x + eta_g mean_i delta_i``, ``optax.adam`` FedAdam.
   It receives the keyword arguments ``client_state`` (the population's persistent state
   after this round), so a server rule may read every client's state (FedSpeed does),
-  ``key`` (the round's server stream) and ``validation_losses`` (``params -> (losses,
+  ``cohort_size``, ``key`` (the round's server stream) and ``validation_losses`` (``params -> (losses,
   weights)``, the per-example losses of a candidate model on every cohort slot's first
   batch, flattened, with 0/1 weights for the slots that take part), so a server rule may
   validate what it makes (Fed-LTP's pruning does). Values the server keeps in its state
@@ -260,7 +261,18 @@ def compose(
         )
 
     def client_update(
-        start, row, batches, key, privacy_key, count, *, labels_tree, keep, scale, broadcast
+        start,
+        row,
+        batches,
+        key,
+        privacy_key,
+        count,
+        *,
+        labels_tree,
+        keep,
+        scale,
+        broadcast,
+        cohort_size,
     ):
         """One client: local phases from ``start``; returns its trained model, the update it
         sends (None without an update transform: it then sends its shared part as it is),
@@ -286,7 +298,9 @@ def compose(
                 jnp.subtract, partition.select(trained, keep), partition.select(start, keep)
             )
         if transform is not None:
-            delta, _ = transform.update(delta, transform.init(delta), start, key=privacy_key)
+            delta, _ = transform.update(
+                delta, transform.init(delta), start, key=privacy_key, cohort_size=cohort_size
+            )
         if persistent is not None:
             row = persistent.update(row, start, trained, delta)
         return trained, delta if transform is not None else None, row, result.losses, result.active
@@ -295,6 +309,7 @@ def compose(
         communication.check_mixing(mixing, num_clients, name)
         base.check_batches(batches, m, steps_needed)
         ids, joined = cohort.sample(key)
+        cohort_size = jnp.sum(joined).astype(jnp.int32)
         per_client = (
             state.clients if all_clients else clients.gather(state.clients, ids),
             batches,
@@ -310,6 +325,7 @@ def compose(
             keep=keep,
             scale=base.round_step_scale(state.round, lr_decay),
             broadcast=client_args(state.server) if client_args else {},
+            cohort_size=cohort_size,
         )
         mapped = {"strategy": strategy, "chunk_size": chunk_size}
         models, comm_state = state.params, state.communication
@@ -353,6 +369,7 @@ def compose(
                 state.server,
                 x,
                 client_state=new_clients,
+                cohort_size=cohort_size,
                 key=stream(key, Stream.SERVER),
                 validation_losses=functools.partial(
                     _validation_losses, loss_fn, personal, batches, joined
@@ -368,7 +385,7 @@ def compose(
             "models_sent": models_sent,
         }
         if cohort.varies:
-            metrics["cohort_size"] = jnp.sum(joined).astype(jnp.int32)
+            metrics["cohort_size"] = cohort_size
         if sparse_messages:
             metrics["coordinates_sent"] = coordinates_sent
         if server_metrics is not None:

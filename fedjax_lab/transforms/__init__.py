@@ -1,13 +1,15 @@
 """Optax gradient transformations used by the federated algorithms.
 
-SAM and the proximal pull rewrite a local step's gradient; the client-level DP pieces
+SAM and the proximal pull rewrite a local step's gradient. The client-level DP pieces
 (:mod:`fedjax_lab.transforms.dp`: ``clip``, ``gaussian_noise``, ``top_k``) transform a
-client's update before it is sent; the pruning pieces
-(:mod:`fedjax_lab.transforms.pruning`: ``apply_mask``, ``magnitude_pruning``) keep a
-broadcast mask on the client and prune the model on the server.
+client's update before it is sent, and ``empty_cohort_noise`` is the server's share of the
+noise. The pruning pieces (:mod:`fedjax_lab.transforms.pruning`: ``apply_mask``,
+``magnitude_pruning``) keep a broadcast mask on the client and prune the model on the
+server.
 """
 
 from fedjax_lab.transforms.dp import clip
+from fedjax_lab.transforms.dp import empty_cohort_noise
 from fedjax_lab.transforms.dp import gaussian_noise
 from fedjax_lab.transforms.dp import top_k
 from fedjax_lab.transforms.proximal import proximal
@@ -20,6 +22,7 @@ from fedjax_lab.transforms.sharpness_aware import sam_sgd
 __all__ = (
     "apply_mask",
     "clip",
+    "empty_cohort_noise",
     "gaussian_noise",
     "magnitude_pruning",
     "proximal",

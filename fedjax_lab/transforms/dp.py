@@ -77,6 +77,7 @@ def gaussian_noise(
     std: float | None = None,
     on_support: bool = False,
     per_tensor_clip: bool = False,
+    split_over_cohort: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Adds Gaussian noise drawn from the keyword argument ``key`` (required).
 
@@ -91,12 +92,27 @@ def gaussian_noise(
         ``sqrt(L)`` and the noise multiplier, hence epsilon, stays what it says. (The
         released DP-FedSAM code does not scale it, and so adds less noise than its
         accounting assumes.)
+      split_over_cohort: split the sum's noise ``sigma C`` over the clients that take part
+        this round, ``|S|`` from the keyword argument ``cohort_size`` (required then):
+        std ``sigma C / sqrt(|S|)`` each, so the sum carries exactly ``N(0, (sigma C)^2)``
+        whatever the size of a Poisson cohort (with ``expected_clients``, a cohort smaller
+        than expected would carry less noise than the accounting assumes). Takes
+        ``noise_multiplier`` and ``clip_norm``, not ``expected_clients``. The guarantee is
+        then that of the sum (secure aggregation or a trusted server); one message alone
+        carries less noise.
 
     Returns:
       A transformation whose ``update`` needs ``key=``: each client passes its own, so
       clients draw independent noise.
     """
-    if std is None:
+    if split_over_cohort:
+        if noise_multiplier is None or clip_norm is None or expected_clients is not None:
+            raise ValueError(
+                "gaussian_noise(split_over_cohort=True) needs noise_multiplier and clip_norm= "
+                "(the cohort size comes with each update), not expected_clients= or std=."
+            )
+        std = noise_std(noise_multiplier, clip_norm, 1)
+    elif std is None:
         if None in (noise_multiplier, clip_norm, expected_clients):
             raise ValueError(
                 "gaussian_noise needs either std= or all of noise_multiplier, clip_norm= and "
@@ -109,14 +125,41 @@ def gaussian_noise(
         raise ValueError(f"Expected a noise std >= 0, got {std!r}.")
 
     def update_fn(updates, state, params=None, *, key, **extra_args):
-        del params, extra_args
+        del params
         leaves, tree = jax.tree.flatten(updates)
         keys = jax.random.split(key, len(leaves))
         scale = std * math.sqrt(len(leaves)) if per_tensor_clip else std
+        if split_over_cohort:
+            cohort = jnp.maximum(extra_args["cohort_size"], 1).astype(jnp.float32)
+            scale = scale / jnp.sqrt(cohort)
         noisy = []
         for u, k in zip(leaves, keys):
             noise = scale * jax.random.normal(k, u.shape, u.dtype)
             noisy.append(u + (jnp.where(u != 0, noise, 0) if on_support else noise))
+        return jax.tree.unflatten(tree, noisy), state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)
+
+
+def empty_cohort_noise(std: float) -> optax.GradientTransformationExtraArgs:
+    """Server side: adds ``N(0, std^2)`` to the update when no client took part.
+
+    With Poisson sampling a round may have no clients; the sampled Gaussian mechanism still
+    releases noise then (``sigma C / m`` on the mean), which the clients cannot add. Chained
+    before the server optimizer, it needs the keyword arguments ``cohort_size`` and ``key``.
+    """
+    if not std >= 0:
+        raise ValueError(f"Expected a noise std >= 0, got {std!r}.")
+
+    def update_fn(updates, state, params=None, *, key, cohort_size, **extra_args):
+        del params, extra_args
+        leaves, tree = jax.tree.flatten(updates)
+        keys = jax.random.split(key, len(leaves))
+        empty = cohort_size == 0
+        noisy = [
+            u + jnp.where(empty, std, 0.0).astype(u.dtype) * jax.random.normal(k, u.shape, u.dtype)
+            for u, k in zip(leaves, keys)
+        ]
         return jax.tree.unflatten(tree, noisy), state
 
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)
