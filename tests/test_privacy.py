@@ -138,6 +138,11 @@ def test_calibration_meets_the_target_epsilon():
     sigma = privacy.calibrate_noise_multiplier(7.82, 5e-3, 200, num_clients=500, cohort_size=50)
     assert abs(sigma - 0.95) < 2e-3
     assert privacy.epsilon(privacy.Mechanism(sigma, 500, 50), 200, 5e-3) <= 7.82
+    tighter = privacy.calibrate_noise_multiplier(
+        6.54, 5e-3, 200, num_clients=500, cohort_size=50, accountant="pld"
+    )
+    assert abs(tighter - 0.95) < 5e-3  # PLD's 6.54 is also sigma = 0.95
+    assert privacy.epsilon(privacy.Mechanism(tighter, 500, 50), 200, 5e-3, "pld") <= 6.54
 
 
 def test_zcdp_composition_and_conversion_match_the_closed_form():

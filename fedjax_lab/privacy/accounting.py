@@ -23,10 +23,12 @@ zCDP (Fed-LTP): a Gaussian mechanism with sensitivity Delta and std s is
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import dp_accounting
+import numpy as np
 
 SAMPLINGS = ("poisson", "fixed")
 ACCOUNTANTS = ("rdp", "pld")
@@ -113,9 +115,22 @@ def epsilon(mechanism: Mechanism, rounds: int, delta: float, accountant: str = "
         return 0.0
     if mechanism.noise_multiplier == 0:
         return math.inf
+    if accountant == "rdp":  # RDP adds over rounds: compute one round's curve once
+        orders, rdp = _one_round_rdp(mechanism)
+        return float(
+            dp_accounting.rdp.rdp_privacy_accountant.compute_epsilon(orders, rdp * rounds, delta)[0]
+        )
     acc = _accountant(mechanism, accountant)
     acc.compose(event)
     return float(acc.get_epsilon(delta))
+
+
+@functools.lru_cache(maxsize=128)
+def _one_round_rdp(mechanism: Mechanism) -> tuple[np.ndarray, np.ndarray]:
+    """The RDP curve (orders, values) of one round, what ``RdpAccountant`` composes."""
+    acc = _accountant(mechanism, "rdp")
+    acc.compose(dp_event(mechanism, 1))
+    return np.asarray(acc._orders, float), np.asarray(acc._rdp, float)
 
 
 def calibrate_noise_multiplier(
@@ -137,13 +152,22 @@ def calibrate_noise_multiplier(
         return dp_event(Mechanism(sigma, num_clients, cohort_size, sampling), rounds)
 
     _check(Mechanism(1.0, num_clients, cohort_size, sampling))
+    _accountant(Mechanism(1.0, num_clients, cohort_size, sampling), accountant)  # validates
+    bracket = dp_accounting.LowerEndpointAndGuess(1e-3, 1.0)
+    if accountant == "pld":
+        # PLD at a tiny sigma needs an enormous discretized loss distribution; PLD's sigma
+        # lies below RDP's (RDP bounds epsilon from above), so search just under it.
+        upper = calibrate_noise_multiplier(
+            target_epsilon, delta, rounds, num_clients=num_clients, cohort_size=cohort_size
+        )
+        bracket = dp_accounting.ExplicitBracketInterval(upper / 2, upper)
     return float(
         dp_accounting.calibrate_dp_mechanism(
             lambda: _accountant(Mechanism(1.0, num_clients, cohort_size, sampling), accountant),
             make_event,
             target_epsilon,
             delta,
-            bracket_interval=dp_accounting.LowerEndpointAndGuess(1e-3, 1.0),
+            bracket_interval=bracket,
             tol=1e-3,
         )
     )
