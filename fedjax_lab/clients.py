@@ -54,6 +54,7 @@ def map_clients(
     *args: Any,
     strategy: str = "vmap",
     chunk_size: int | None = None,
+    active: jax.Array | None = None,
 ) -> Any:
     """Maps a single-client function over the leading client axis of ``args``.
 
@@ -62,6 +63,10 @@ def map_clients(
       *args: pytrees whose leaves all share the same leading client axis ``N``.
       strategy: ``"vmap"``, ``"chunked"`` or ``"sequential"`` (see module docstring).
       chunk_size: clients per chunk, required by (and only allowed with) ``"chunked"``.
+      active: optional ``bool[N]``: the loop strategies skip the clients (``"sequential"``)
+        or whole chunks (``"chunked"``) that are not active, whose outputs are then zeros
+        (the caller discards them); ``"vmap"`` computes every client. A padded Poisson
+        cohort puts its inactive slots last, so most of its padding costs nothing.
 
     Returns:
       ``fn``'s outputs stacked along a new leading client axis.
@@ -69,16 +74,46 @@ def map_clients(
     validate_strategy(strategy, chunk_size)
 
     def local(*local_args):
+        if active is not None:
+            *local_args, flags = local_args
         if strategy == "vmap":
             return jax.vmap(fn)(*local_args)
         batch_size = int(chunk_size) if strategy == "chunked" else None
-        return jax.lax.map(lambda a: fn(*a), local_args, batch_size=batch_size)
+        if active is None:
+            return jax.lax.map(lambda a: fn(*a), local_args, batch_size=batch_size)
+        return _map_skipping(fn, local_args, flags, batch_size or 1)
 
+    mapped = args if active is None else (*args, active)
     mesh = jax.sharding.get_abstract_mesh()
     devices = client_devices(mesh)
     if devices > 1 and num_clients(args) % devices == 0:
-        return _map_sharded(local, args, mesh)
-    return local(*args)
+        return _map_sharded(local, mapped, mesh)
+    return local(*mapped)
+
+
+def _map_skipping(fn: Callable[..., Any], args: tuple, active: jax.Array, size: int) -> Any:
+    """``lax.map`` over chunks of ``size`` clients that skips the chunks with none active."""
+    n = num_clients(args)
+    if n < size:
+        return jax.vmap(fn)(*args)
+    shapes = jax.eval_shape(jax.vmap(fn), *jax.tree.map(lambda x: x[:size], args))
+
+    def chunk(inputs):
+        chunk_args, flags = inputs
+        return jax.lax.cond(
+            jnp.any(flags),
+            lambda: jax.vmap(fn)(*chunk_args),
+            lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+        )
+
+    full = n // size * size
+    split = lambda x: x[:full].reshape((n // size, size) + x.shape[1:])
+    out = jax.lax.map(chunk, (jax.tree.map(split, args), split(active)))
+    out = jax.tree.map(lambda x: x.reshape((full,) + x.shape[2:]), out)
+    if full == n:
+        return out
+    rest = jax.vmap(fn)(*jax.tree.map(lambda x: x[full:], args))  # the last, partial chunk
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
 
 
 def _map_sharded(local: Callable[..., Any], args: tuple, mesh: Any):

@@ -67,7 +67,8 @@ def per_example_clipped_gradient(
       strategy: how the per-example norms are computed: ``"vmap"`` (all examples at once),
         ``"map"`` (one example after another, ``lax.map``: the faster on XLA:CPU, where a
         vmapped convolution gradient becomes a slow grouped convolution) or ``"auto"``
-        (``"map"`` on CPU, ``"vmap"`` elsewhere; decided when the step is traced).
+        (``"map"`` on CPU for a model with convolution kernels, parameters of three or more
+        dimensions, ``"vmap"`` otherwise; decided when the step is traced).
 
     Returns:
       A gradient hook. The loss it returns is the batch mean; every leaf of the batch must
@@ -90,7 +91,8 @@ def per_example_clipped_gradient(
 
         how = strategy
         if how == "auto":
-            how = "map" if jax.default_backend() == "cpu" else "vmap"
+            convolutional = any(jnp.ndim(x) >= 3 for x in jax.tree.leaves(params))
+            how = "map" if convolutional and jax.default_backend() == "cpu" else "vmap"
         squared = (
             jax.vmap(squared_norm)(batch) if how == "vmap" else jax.lax.map(squared_norm, batch)
         )

@@ -57,3 +57,21 @@ def test_helpers_and_errors():
         clients.map_clients(lambda a: a, tree, strategy="chunked", chunk_size=0)
     with pytest.raises(ValueError, match="only used by the 'chunked'"):
         clients.map_clients(lambda a: a, tree, strategy="vmap", chunk_size=2)
+
+
+SKIPPED = {  # active = the first 3 of 7 clients; a remainder chunk always runs
+    ("chunked", 2): [2, 4, 6, 8, 0, 0, 14],  # chunks {0,1} {2,3} run, {4,5} is skipped
+    ("chunked", 3): [2, 4, 6, 0, 0, 0, 14],  # {0,1,2} runs, {3,4,5} is skipped
+    ("sequential", None): [2, 4, 6, 0, 0, 0, 0],
+}
+
+
+@pytest.mark.parametrize("strategy,chunk_size", list(SKIPPED))
+def test_loop_strategies_skip_the_clients_that_are_not_active(strategy, chunk_size):
+    x = jnp.arange(1.0, 8.0)
+    active = jnp.arange(7) < 3
+    double = lambda v: 2 * v
+    out = clients.map_clients(double, x, strategy=strategy, chunk_size=chunk_size, active=active)
+    np.testing.assert_array_equal(out, SKIPPED[strategy, chunk_size])
+    everyone = clients.map_clients(double, x, strategy="vmap", active=active)
+    np.testing.assert_array_equal(everyone, 2 * x)  # vmap computes every client

@@ -328,6 +328,8 @@ def compose(
             cohort_size=cohort_size,
         )
         mapped = {"strategy": strategy, "chunk_size": chunk_size}
+        if cohort.varies:  # the loop strategies skip the padding slots (they come last)
+            mapped["active"] = joined
         models, comm_state = state.params, state.communication
         if decentralized and order == "gossip_then_train":
             shared, personal = partition.split(models, keep)
