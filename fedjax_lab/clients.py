@@ -92,28 +92,29 @@ def map_clients(
 
 
 def _map_skipping(fn: Callable[..., Any], args: tuple, active: jax.Array, size: int) -> Any:
-    """``lax.map`` over chunks of ``size`` clients that skips the chunks with none active."""
-    n = num_clients(args)
-    if n < size:
-        return jax.vmap(fn)(*args)
-    shapes = jax.eval_shape(jax.vmap(fn), *jax.tree.map(lambda x: x[:size], args))
+    """``lax.map`` over chunks of ``size`` clients that skips the chunks with none active
+    (the last chunk may be smaller)."""
 
-    def chunk(inputs):
-        chunk_args, flags = inputs
+    def run(chunk_args, flags):
+        shapes = jax.eval_shape(jax.vmap(fn), *chunk_args)
         return jax.lax.cond(
             jnp.any(flags),
             lambda: jax.vmap(fn)(*chunk_args),
             lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
         )
 
+    n = num_clients(args)
     full = n // size * size
-    split = lambda x: x[:full].reshape((n // size, size) + x.shape[1:])
-    out = jax.lax.map(chunk, (jax.tree.map(split, args), split(active)))
-    out = jax.tree.map(lambda x: x.reshape((full,) + x.shape[2:]), out)
-    if full == n:
-        return out
-    rest = jax.vmap(fn)(*jax.tree.map(lambda x: x[full:], args))  # the last, partial chunk
-    return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+    parts = []
+    if full:
+        split = lambda x: x[:full].reshape((n // size, size) + x.shape[1:])
+        out = jax.lax.map(lambda a: run(*a), (jax.tree.map(split, args), split(active)))
+        parts.append(jax.tree.map(lambda x: x.reshape((full,) + x.shape[2:]), out))
+    if full < n:
+        parts.append(run(jax.tree.map(lambda x: x[full:], args), active[full:]))
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *parts)
 
 
 def _map_sharded(local: Callable[..., Any], args: tuple, mesh: Any):

@@ -59,9 +59,11 @@ def test_helpers_and_errors():
         clients.map_clients(lambda a: a, tree, strategy="vmap", chunk_size=2)
 
 
-SKIPPED = {  # active = the first 3 of 7 clients; a remainder chunk always runs
-    ("chunked", 2): [2, 4, 6, 8, 0, 0, 14],  # chunks {0,1} {2,3} run, {4,5} is skipped
-    ("chunked", 3): [2, 4, 6, 0, 0, 0, 14],  # {0,1,2} runs, {3,4,5} is skipped
+SKIPPED = {  # active = the first 3 of 7 clients
+    ("chunked", 2): [2, 4, 6, 8, 0, 0, 0],  # chunks {0,1} {2,3} run, {4,5} {6} are skipped
+    ("chunked", 3): [2, 4, 6, 0, 0, 0, 0],  # {0,1,2} runs, {3,4,5} {6} are skipped
+    ("chunked", 4): [2, 4, 6, 8, 0, 0, 0],  # {0,1,2,3} runs, the partial {4,5,6} is skipped
+    ("chunked", 10): [2, 4, 6, 8, 10, 12, 14],  # one partial chunk, which runs
     ("sequential", None): [2, 4, 6, 0, 0, 0, 0],
 }
 
