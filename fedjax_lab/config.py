@@ -91,7 +91,11 @@ FIELDS: tuple[Field, ...] = (
         "communication.gossip_steps", None, "Q; None = the algorithm's (1; 4 for dfedsam_mgs)", int
     ),
     Field(
-        "communication.order", "train_then_gossip", "or gossip_then_train (released DFedSAM code)"
+        "communication.order",
+        None,
+        "train_then_gossip or gossip_then_train; None = the algorithm's (gossip first for "
+        "dfedalt, dfedsalt; the released DFedSAM code's order too)",
+        str,
     ),
     Field(
         "communication.form",
@@ -344,6 +348,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "local.momentum": 0.0,
         "sam.rho": 0.05,
         "communication.gossip_steps": 1,
+        "communication.order": "train_then_gossip",
     }
     filled.update(spec.defaults)
     filled["data.partition"] = data.default_partition(c.dataset)

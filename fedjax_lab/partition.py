@@ -92,6 +92,20 @@ def resolve(labels: LabelFn | Any, params: Any) -> Any:
     return tree
 
 
+def check_both_parts(labels: LabelFn | Any, params: Any) -> Any:
+    """The labels of ``params``; a ValueError if a part (shared or personal) is empty."""
+    tree = resolve(labels, params)
+    found = set(jax.tree.leaves(tree))
+    for part in LABELS:
+        if part not in found:
+            raise ValueError(
+                f"The partition leaves no {part} parameters (every leaf is "
+                f"{(set(LABELS) - {part}).pop()!r}); partial personalization needs both parts. "
+                "Choose other personal layers."
+            )
+    return tree
+
+
 def mask(labels: LabelFn | Any, params: Any, label: str = SHARED) -> Any:
     """A pytree of Python booleans, True where the leaf has ``label`` (for ``optax.masked``)."""
     return jax.tree.map(lambda lab: lab == label, resolve(labels, params))

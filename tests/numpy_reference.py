@@ -162,3 +162,50 @@ def fed_ltp_round(x, mask, ids, bx, by, lr, clip_norm, prune_to=None):
         mask = magnitude_prune(new, mask, prune_to)
         new = {k: new[k] * mask[k] for k in new}
     return new, mask
+
+
+def masked_sam_grad(params, x, y, rho, keys):
+    """The SAM gradient with the ascent step on (and its norm over) ``keys`` only."""
+    g = grad(params, x, y)
+    n = np.sqrt(sum(np.sum(g[k] ** 2) for k in keys))
+    lifted = {k: params[k] + (rho * g[k] / (n + 1e-12) if k in keys else 0.0) for k in params}
+    return grad(lifted, x, y)
+
+
+def alternating_steps(y, xs, ys, head_lr, body_lr, head_steps, personal, rho=None):
+    """``head_steps`` SGD steps on the ``personal`` keys, then the rest of the batches on the
+    other keys (SAM over them alone when ``rho`` is given)."""
+    y = {k: v.copy() for k, v in y.items()}
+    shared = [k for k in y if k not in personal]
+    for step, (xk, yk) in enumerate(zip(xs, ys)):
+        keys, lr = (personal, head_lr) if step < head_steps else (shared, body_lr)
+        use_sam = rho is not None and step >= head_steps
+        g = masked_sam_grad(y, xk, yk, rho, keys) if use_sam else grad(y, xk, yk)
+        y = {k: y[k] - lr * g[k] if k in keys else y[k] for k in y}
+    return y
+
+
+def dfedalt_round(models, w, bx, by, head_lr, body_lr, head_steps, personal, rho=None):
+    """Gossip of the shared keys first, then each client's head phase and body phase."""
+    mixed = gossip(models, w)
+    out = []
+    for i, m in enumerate(models):
+        start = {k: (m[k] if k in personal else mixed[i][k]) for k in m}
+        out.append(
+            alternating_steps(start, bx[i], by[i], head_lr, body_lr, head_steps, personal, rho)
+        )
+    return out
+
+
+def personalized_server_round(x, heads, ids, bx, by, train, personal):
+    """FedPer / FedRep: client ``i`` trains ``(shared of x, heads[i])`` with ``train``; the
+    server keeps its head and averages the shared parts of the cohort."""
+    heads = [dict(h) for h in heads]
+    trained = []
+    for slot, i in enumerate(ids):
+        start = {k: (heads[i][k] if k in personal else x[k]) for k in x}
+        y = train(start, bx[slot], by[slot])
+        heads[i] = {k: y[k] for k in personal}
+        trained.append(y)
+    new = {k: (x[k] if k in personal else np.mean([y[k] for y in trained], axis=0)) for k in x}
+    return new, heads

@@ -17,6 +17,10 @@ from fedjax_lab.algorithms.decentralized import DFEDAVGM
 from fedjax_lab.algorithms.decentralized import DFEDSAM
 from fedjax_lab.algorithms.decentralized import DFEDSAM_MGS
 from fedjax_lab.algorithms.lottery import FED_LTP
+from fedjax_lab.algorithms.personalized import DFEDALT
+from fedjax_lab.algorithms.personalized import DFEDSALT
+from fedjax_lab.algorithms.personalized import FEDPER
+from fedjax_lab.algorithms.personalized import FEDREP
 from fedjax_lab.algorithms.private import DP_DFEDSAM
 from fedjax_lab.algorithms.private import DP_FEDAVG
 from fedjax_lab.algorithms.private import DP_FEDSAM
@@ -40,6 +44,10 @@ _SPECS: dict[str, base.AlgorithmSpec] = {
         DP_FEDSAM_TOPK,
         DP_DFEDSAM,
         FED_LTP,
+        FEDPER,
+        FEDREP,
+        DFEDALT,
+        DFEDSALT,
     )
 }
 

@@ -75,11 +75,15 @@ class Persistent(NamedTuple):
         local optimizer this round (``start`` is the model the client starts from).
       update: ``(row, start, trained, sent) -> row``, the row after the round, from the
         model the client started from, the model it trained and the update it sent.
+      start: optional ``(row, received) -> params``, the model the client trains from and
+        is evaluated with, from its row and the model it received (FedPer's global body
+        with the client's own head); None: the received model.
     """
 
     init: Callable[[Any], Any]
     optimizer_args: Callable[[Any, Any], dict[str, Any]]
     update: Callable[[Any, Any, Any, Any], Any]
+    start: Callable[[Any, Any], Any] | None = None
 
 
 def fixed_step_counts(counts: Any) -> StepCounts:
@@ -277,6 +281,8 @@ def compose(
         """One client: local phases from ``start``; returns its trained model, the update it
         sends (None without an update transform: it then sends its shared part as it is),
         its persistent row, and the losses and mask of its steps."""
+        if persistent is not None and persistent.start is not None:
+            start = persistent.start(row, start)
         result = local.run_phases(
             phases,
             loss_fn,
@@ -402,6 +408,11 @@ def compose(
         return new_state, metrics
 
     def client_params(state):
+        if persistent is not None and persistent.start is not None:
+            received = state.params
+            if decentralized:
+                return jax.vmap(persistent.start)(state.clients, received)
+            return jax.vmap(persistent.start, in_axes=(0, None))(state.clients, received)
         if decentralized:
             return state.params
         return clients.broadcast_to_clients(state.params, num_clients)
