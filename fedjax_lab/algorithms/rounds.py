@@ -20,10 +20,10 @@
   ``optax.sgd(eta_g)`` is FedAvg's ``x <- x + eta_g mean_i delta_i``, ``optax.adam`` FedAdam.
   It receives the keyword arguments ``client_state`` (the population's persistent state
   after this round), so a server rule may read every client's state (FedSpeed does),
-  ``cohort_size``, ``key`` (the round's server stream) and ``validation_losses`` (``params -> (losses,
-  weights)``, the per-example losses of a candidate model on every cohort slot's first
-  batch, flattened, with 0/1 weights for the slots that take part), so a server rule may
-  validate what it makes (Fed-LTP's pruning does). Values the server keeps in its state
+  ``cohort_size``, ``key`` (the round's server stream) and ``validation_losses``
+  (``params -> (losses, weights)``, the per-example losses of a candidate model on every
+  cohort slot's first batch, flattened, with 0/1 weights for the slots that take part), so
+  a server rule may validate what it makes (Fed-LTP's pruning does). Values the server keeps in its state
   can be broadcast to the clients' optimizers (``client_args``: a pruning mask) and
   reported (``server_metrics``).
 * **messages**: dense models (``models_sent``), or with ``sparse_messages`` the nonzero
