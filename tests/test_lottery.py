@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from fedjax_lab import config as config_lib
@@ -36,7 +37,8 @@ def ltp(**kwargs):
         delta=1e-5,
         schedule=SCHEDULE,
     )
-    return lottery.fed_ltp(LOSS, LR, **{**args, **kwargs})
+    optimizer = kwargs.pop("optimizer", optax.sgd(LR))
+    return lottery.fed_ltp(LOSS, optimizer, **{**args, **kwargs})
 
 
 def mask_of(state):
@@ -63,7 +65,8 @@ def test_fed_ltp_rounds_match_the_numpy_reference():
 
 
 def test_pruned_weights_stay_exactly_zero_and_only_nonzeros_travel():
-    alg = ltp(noise_multiplier=1.0, momentum=0.9, weight_decay=0.01)
+    momentum_and_decay = optax.chain(optax.add_decayed_weights(0.01), optax.sgd(LR, momentum=0.9))
+    alg = ltp(noise_multiplier=1.0, optimizer=momentum_and_decay)
     params, batches = problem(num_batches=2)
     state = alg.init(params)
     pruned_before = np.zeros(params["w"].shape, bool)

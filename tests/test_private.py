@@ -70,8 +70,9 @@ def test_dp_fedavg_without_noise_is_the_clipped_mean_over_the_poisson_cohort():
     assert int(metrics["models_sent"]) == 2 * active.sum()
 
 
-def test_dp_noise_on_the_mean_has_std_sigma_c_over_m():
-    sigma, clip_norm, m, n = 2.0, 1.0, 10, 40
+def noise_only(n, m, sigma, clip_norm, d, batch, sampling="poisson"):
+    """A dp_fedavg that does not train (lr 0) on zero parameters ``[d, 50]``, and its
+    batches: its model after a round is the noise alone."""
     alg = private.dp_fedavg(
         LOSS,
         optax.sgd(0.0),
@@ -80,14 +81,20 @@ def test_dp_noise_on_the_mean_has_std_sigma_c_over_m():
         clip_norm=clip_norm,
         noise_multiplier=sigma,
         delta=1e-5,
-        sampling="fixed",
+        sampling=sampling,
     )
     rng = np.random.default_rng(0)
-    params = {"w": np.zeros((300, 50), np.float32), "b": np.zeros((50,), np.float32)}
+    params = {"w": np.zeros((d, 50), np.float32), "b": np.zeros((50,), np.float32)}
     batches = {
-        "x": rng.normal(size=(m, 1, 4, 300)).astype(np.float32),
-        "y": rng.integers(0, 50, size=(m, 1, 4)).astype(np.int32),
+        "x": rng.normal(size=(alg.cohort_size, 1, batch, d)).astype(np.float32),
+        "y": rng.integers(0, 50, size=(alg.cohort_size, 1, batch)).astype(np.int32),
     }
+    return alg, params, batches
+
+
+def test_dp_noise_on_the_mean_has_std_sigma_c_over_m():
+    sigma, clip_norm, m, n = 2.0, 1.0, 10, 40
+    alg, params, batches = noise_only(n, m, sigma, clip_norm, 300, 4, sampling="fixed")
     state, _ = alg.round(alg.init(params), None, batches, jax.random.key(0))
     noise = np.asarray(state.params["w"]).ravel()  # no training: all of it is noise
     assert abs(noise.std() / (sigma * clip_norm / m) - 1) < 0.02
@@ -96,21 +103,7 @@ def test_dp_noise_on_the_mean_has_std_sigma_c_over_m():
 @pytest.mark.parametrize("n,m", [(40, 12), (100, 1)])  # q = 0.3; q = 0.01, often empty
 def test_poisson_rounds_carry_the_central_noise_whatever_the_cohort_size(n, m):
     sigma, clip_norm = 2.0, 1.0
-    alg = private.dp_fedavg(
-        LOSS,
-        optax.sgd(0.0),
-        num_clients=n,
-        clients_per_round=m,
-        clip_norm=clip_norm,
-        noise_multiplier=sigma,
-        delta=1e-5,
-    )
-    rng = np.random.default_rng(0)
-    params = {"w": np.zeros((200, 50), np.float32), "b": np.zeros((50,), np.float32)}
-    batches = {
-        "x": rng.normal(size=(alg.cohort_size, 1, 2, 200)).astype(np.float32),
-        "y": rng.integers(0, 50, size=(alg.cohort_size, 1, 2)).astype(np.int32),
-    }
+    alg, params, batches = noise_only(n, m, sigma, clip_norm, 200, 2)
     sizes = set()
     for seed in range(4):
         state, metrics = alg.round(alg.init(params), None, batches, jax.random.key(seed))

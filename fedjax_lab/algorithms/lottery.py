@@ -40,6 +40,7 @@ from fedjax_lab import privacy
 from fedjax_lab.algorithms import base
 from fedjax_lab.algorithms import communication
 from fedjax_lab.algorithms import configured
+from fedjax_lab.algorithms import private
 from fedjax_lab.algorithms import rounds
 from fedjax_lab.transforms import pruning
 
@@ -62,14 +63,7 @@ def zcdp_hook(
         return privacy.zcdp_epsilon(rho + rho_per_round + validation_rho * prunes, delta)
 
     if target_epsilon is not None:
-        if not target_epsilon > 0:
-            raise ValueError(f"Expected dp.target_epsilon > 0 or None, got {target_epsilon!r}.")
-        first = worst_case(0.0, 1)
-        if first > target_epsilon:
-            raise ValueError(
-                f"dp.target_epsilon={target_epsilon} is exceeded by the first round already "
-                f"(epsilon {first:.4g} after 1 round); raise it, or raise dp.noise_multiplier."
-            )
+        private.check_budget(target_epsilon, worst_case(0.0, 1))
 
     def after_round(state, round_index, metrics):
         rho = float(state["rho"]) + rho_per_round + validation_rho * metrics["validated"]
@@ -77,13 +71,8 @@ def zcdp_hook(
         return state, {"epsilon": privacy.zcdp_epsilon(rho, delta), "rho": rho}
 
     def stop_before(state, round_index):
-        after = worst_case(float(state["rho"]), round_index)
-        if after <= target_epsilon:
-            return None
-        return (
-            f"round {round_index} could take epsilon to {after:.4g}, past "
-            f"dp.target_epsilon={target_epsilon}"
-        )
+        after = worst_case(float(state["rho"]), round_index)  # as if it validates
+        return private.budget_stop(target_epsilon, round_index, after, verb="could")
 
     return base.HostHook(
         lambda: {"rho": np.zeros((), np.float64)},
@@ -94,7 +83,7 @@ def zcdp_hook(
 
 def fed_ltp(
     loss_fn: local.LossFn,
-    learning_rate: float,
+    local_optimizer: optax.GradientTransformation,
     *,
     num_clients: int,
     clients_per_round: int,
@@ -105,8 +94,6 @@ def fed_ltp(
     schedule: pruning.PruningSchedule,
     validation: pruning.LaplaceValidation | None = None,
     target_epsilon: float | None = None,
-    momentum: float | None = None,
-    weight_decay: float = 0.0,
     server_optimizer: optax.GradientTransformation | None = None,
     name: str = "fed_ltp",
     **kwargs: Any,
@@ -114,7 +101,8 @@ def fed_ltp(
     """Fed-LTP (see the module docstring).
 
     Args:
-      learning_rate, momentum, weight_decay: the local SGD, its update masked.
+      local_optimizer: the clients' optax transformation; its update is masked
+        (``chain(local_optimizer, apply_mask())``), so pruned weights stay zero.
       clients_per_round: m, sampled without replacement.
       local_steps: K, DP-SGD steps per round (the accounting counts them).
       clip_norm, noise_multiplier: C and sigma of every DP-SGD step (per-example clipping).
@@ -128,10 +116,6 @@ def fed_ltp(
     local_steps = base.check_positive_int("local_steps", local_steps)
     if not noise_multiplier >= 0:
         raise ValueError(f"Expected a noise multiplier sigma >= 0, got {noise_multiplier!r}.")
-    if not weight_decay >= 0:
-        raise ValueError(f"Expected weight_decay >= 0, got {weight_decay!r}.")
-    sgd = [optax.add_decayed_weights(weight_decay)] if weight_decay > 0 else []
-    sgd.append(optax.sgd(learning_rate, momentum=momentum))
     if not clip_norm > 0:
         raise ValueError(f"Expected a clip norm C > 0, got {clip_norm!r}.")
     rho = (  # sigma = 0 (no noise, for testing) has no privacy: epsilon is inf
@@ -145,7 +129,7 @@ def fed_ltp(
         num_clients=num_clients,
         phases=[
             local.Phase(
-                optax.chain(*sgd, pruning.apply_mask()),
+                optax.chain(local_optimizer, pruning.apply_mask()),
                 steps=local_steps,
                 gradient=gradients.per_example_clipped_gradient(clip_norm, noise_multiplier),
             )
@@ -212,7 +196,7 @@ def _build(c, loss_fn):
         )
     return fed_ltp(
         loss_fn,
-        c.local.learning_rate,
+        configured.local_sgd(c),
         num_clients=c.num_clients,
         clients_per_round=c.server.clients_per_round,
         local_steps=c.local.steps,
@@ -222,8 +206,6 @@ def _build(c, loss_fn):
         schedule=schedule,
         validation=validation,
         target_epsilon=c.dp.target_epsilon,
-        momentum=c.local.momentum or None,
-        weight_decay=c.local.weight_decay,
         server_optimizer=configured.server_optimizer(c),
         lr_decay=c.local.lr_decay,
         **configured.execution_kwargs(c),

@@ -61,6 +61,33 @@ from fedjax_lab.algorithms import rounds
 from fedjax_lab.transforms import dp
 
 
+def check_budget(target_epsilon: float | None, first_round_epsilon: float) -> None:
+    """A ValueError unless ``target_epsilon`` is None, or positive and not exceeded by the
+    first round's epsilon."""
+    if target_epsilon is None:
+        return
+    if not target_epsilon > 0:
+        raise ValueError(f"Expected dp.target_epsilon > 0 or None, got {target_epsilon!r}.")
+    if first_round_epsilon > target_epsilon:
+        raise ValueError(
+            f"dp.target_epsilon={target_epsilon} is exceeded by the first round already "
+            f"(epsilon {first_round_epsilon:.4g} after 1 round); raise it, or raise "
+            "dp.noise_multiplier."
+        )
+
+
+def budget_stop(
+    target_epsilon: float, round_index: int, after: float, verb: str = "would"
+) -> str | None:
+    """Why round ``round_index`` may not run, when epsilon ``after`` it exceeds the budget."""
+    if after <= target_epsilon:
+        return None
+    return (
+        f"round {round_index} {verb} take epsilon to {after:.4g}, past "
+        f"dp.target_epsilon={target_epsilon}"
+    )
+
+
 def epsilon_hook(
     epsilon_after: Callable[[int], float], target_epsilon: float | None = None
 ) -> base.HostHook:
@@ -74,14 +101,7 @@ def epsilon_hook(
     """
     epsilon_after = functools.lru_cache(maxsize=None)(epsilon_after)
     if target_epsilon is not None:
-        if not target_epsilon > 0:
-            raise ValueError(f"Expected dp.target_epsilon > 0 or None, got {target_epsilon!r}.")
-        first = epsilon_after(1)
-        if first > target_epsilon:
-            raise ValueError(
-                f"dp.target_epsilon={target_epsilon} is exceeded by the first round already "
-                f"(epsilon {first:.4g} after 1 round); raise it, or raise dp.noise_multiplier."
-            )
+        check_budget(target_epsilon, epsilon_after(1))
 
     def after_round(state, round_index, metrics):
         del metrics
@@ -89,13 +109,7 @@ def epsilon_hook(
         return {"rounds": np.asarray(done, np.int64)}, {"epsilon": epsilon_after(done)}
 
     def stop_before(state, round_index):
-        after = epsilon_after(int(state["rounds"]) + 1)
-        if after <= target_epsilon:
-            return None
-        return (
-            f"round {round_index} would take epsilon to {after:.4g}, past "
-            f"dp.target_epsilon={target_epsilon}"
-        )
+        return budget_stop(target_epsilon, round_index, epsilon_after(int(state["rounds"]) + 1))
 
     return base.HostHook(
         lambda: {"rounds": np.zeros((), np.int64)},
