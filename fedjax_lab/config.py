@@ -77,6 +77,13 @@ FIELDS: tuple[Field, ...] = (
         "local.momentum", None, "heavy-ball momentum, reset every round (0.9 for dfedavgm)", float
     ),
     Field("local.weight_decay", 0.0, "L2 weight decay added to the local gradient"),
+    Field(
+        "local.step_counts",
+        "equal",
+        "computation heterogeneity: equal (every step), fixed (client i always runs K_i "
+        "steps of each phase, K_i drawn once), drawn (K_i drawn anew every round)",
+    ),
+    Field("local.min_steps", 1, "fixed and drawn: K_i uniform in [min_steps, local.steps]"),
     Field("sam.rho", None, "SAM radius; None = the algorithm's (0.05; 0.1 for fedspeed)", float),
     Field("sam.adaptive", False, "ASAM instead of SAM"),
     Field("server.clients_per_round", None, "m of N each round; None = 10% of N, at least 1", int),
@@ -86,7 +93,13 @@ FIELDS: tuple[Field, ...] = (
         "server update of the mean client update: sgd, adam, yogi, adagrad",
     ),
     Field("server.learning_rate", 1.0, "server step size (1.0 with sgd = plain FedAvg)"),
-    Field("communication.topology", "ring", "decentralized algorithms: fedjax-lab list shows them"),
+    Field(
+        "communication.topology",
+        None,
+        "decentralized algorithms (fedjax-lab list shows them); None = the algorithm's (ring; "
+        "random_out_neighbours for dfedpgp)",
+        str,
+    ),
     Field(
         "communication.gossip_steps", None, "Q; None = the algorithm's (1; 4 for dfedsam_mgs)", int
     ),
@@ -108,7 +121,7 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "communication.topology_k",
         None,
-        "random_in_neighbours in-degree; None = min(10, N - 1)",
+        "random_in_neighbours in-degree, random_out_neighbours out-degree; None = min(10, N - 1)",
         int,
     ),
     Field(
@@ -349,13 +362,15 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "sam.rho": 0.05,
         "communication.gossip_steps": 1,
         "communication.order": "train_then_gossip",
+        "communication.topology": "ring",
     }
     filled.update(spec.defaults)
     filled["data.partition"] = data.default_partition(c.dataset)
     filled["server.clients_per_round"] = default_clients_per_round(c.num_clients)
-    if c.communication.topology == "erdos_renyi":
+    graph = c.communication.topology or filled["communication.topology"]
+    if graph == "erdos_renyi":
         filled["communication.topology_p"] = topology.default_erdos_renyi_p(c.num_clients)
-    if c.communication.topology == "random_in_neighbours":
+    if graph in ("random_in_neighbours", "random_out_neighbours"):
         filled["communication.topology_k"] = min(10, max(c.num_clients - 1, 1))
     return update(c, {k: v for k, v in filled.items() if _lookup(c, k) is None})
 

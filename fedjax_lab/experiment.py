@@ -422,6 +422,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
 
     probe = algorithm_with("vmap", None)
     mixing = _Mixing(c) if probe.decentralized else None
+    if mixing is not None:
+        topology_lib.check_stochastic(mixing.topology, probe.mixing_stochastic, probe.name)
     mixing_at = mixing if mixing else (lambda round_index: None)
     root = jax.random.key(c.seed)
     init_key = randomness.stream(root, randomness.Stream.INIT)
@@ -444,6 +446,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
                     test_data,
                     strategy=plan.strategy,
                     chunk_size=plan.chunk_size,
+                    labels=algorithm.labels,
                 )
             )
             .lower(initial_state, dataset.test)

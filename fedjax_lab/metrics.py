@@ -1,9 +1,12 @@
 """Evaluation metrics of a federated population.
 
 * mean per-client test accuracy: client ``i``'s model on client ``i``'s test split, averaged
-  over clients (the number the seed papers report);
+  over clients (the number the seed papers report), and its spread (standard deviation)
+  across clients; for an algorithm with personal parameters this is the personalized
+  accuracy, each client's own ``(u_i, v_i)`` on its own split, also reported under that name;
 * accuracy of the averaged model ``xbar = mean_i x_i`` on every client's test split, averaged;
-* consensus distance ``(1/N) sum_i ||x_i - xbar||^2``;
+* consensus distance ``(1/N) sum_i ||x_i - xbar||^2``, over the shared part of the
+  parameters when there is a personal part (personal parts are meant to differ);
 * communication: models sent times :func:`~fedjax_lab.algorithms.base.model_bytes`.
 """
 
@@ -16,6 +19,7 @@ import jax.numpy as jnp
 
 from fedjax_lab import clients
 from fedjax_lab import objectives
+from fedjax_lab import partition
 
 
 def per_client_accuracy(
@@ -65,20 +69,38 @@ def evaluate(
     *,
     strategy: str = "vmap",
     chunk_size: int | None = None,
+    labels: Any = None,
 ) -> dict[str, jax.Array]:
     """The evaluation metrics of one population of models.
 
+    Args:
+      labels: the algorithm's partition (``Algorithm.labels``), or None when every
+        parameter is shared.
+
     Returns:
-      ``test_accuracy`` (mean per-client), ``averaged_model_accuracy`` and
-      ``consensus_distance``.
+      ``test_accuracy`` (mean per-client) and ``test_accuracy_std`` (across clients),
+      ``averaged_model_accuracy`` and ``consensus_distance``; with a partition,
+      ``personalized_accuracy`` and ``personalized_accuracy_std`` too (the same two
+      numbers under the name the personalization papers use), and the consensus distance
+      is over the shared part.
     """
     n = clients.num_clients(client_params)
     averaged = clients.broadcast_to_clients(clients.client_mean(client_params), n)
     kwargs = dict(strategy=strategy, chunk_size=chunk_size)
-    return {
-        "test_accuracy": jnp.mean(per_client_accuracy(apply_fn, client_params, test, **kwargs)),
+    own = per_client_accuracy(apply_fn, client_params, test, **kwargs)
+    shared = client_params
+    if labels is not None:
+        one_model = jax.tree.map(lambda x: x[0], client_params)
+        shared = partition.select(client_params, partition.mask(labels, one_model))
+    results = {
+        "test_accuracy": jnp.mean(own),
+        "test_accuracy_std": jnp.std(own),
         "averaged_model_accuracy": jnp.mean(
             per_client_accuracy(apply_fn, averaged, test, **kwargs)
         ),
-        "consensus_distance": consensus_distance(client_params),
+        "consensus_distance": consensus_distance(shared),
     }
+    if labels is not None:
+        results["personalized_accuracy"] = results["test_accuracy"]
+        results["personalized_accuracy_std"] = results["test_accuracy_std"]
+    return results

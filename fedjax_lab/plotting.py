@@ -181,8 +181,10 @@ def plot_topology(
     Clients sit on a circle (client 0 at the top, clockwise), or on the grid for a torus.
     There is an edge wherever ``W[i, j] > 0`` with ``i != j``: a line when ``W`` is
     symmetric, otherwise an arrow ``j -> i`` (client ``i`` receives from client ``j``). The
-    title names the topology, ``N`` and the spectral gap (of that round's matrix for a
-    time-varying topology).
+    title names the topology, ``N`` and how fast it mixes (of that round's matrix for a
+    time-varying topology): the spectral gap of a doubly stochastic topology, the second
+    eigenvalue modulus ``|lambda_2|`` of a row or column stochastic one (whose spectral gap
+    means nothing; see :func:`fedjax_lab.topology.second_eigenvalue_modulus`).
 
     Args:
       topology: A :class:`fedjax_lab.topology.Topology`.
@@ -207,16 +209,22 @@ def plot_topology(
     edges = (W > 0) & ~np.eye(n, dtype=bool)
     symmetric = bool(np.array_equal(edges, edges.T))
 
+    doubly = topology.stochastic == "doubly"
+    measure = "spectral gap" if doubly else "|lambda_2|"
     if topology.time_varying:
-        gap = topology_lib.spectral_gap(W)
-        detail = f"time-varying, round {round}: spectral gap {_format_gap(gap)}"
+        value = (
+            topology_lib.spectral_gap(W) if doubly else topology_lib.second_eigenvalue_modulus(W)
+        )
+        detail = f"time-varying, round {round}: {measure} {_format_gap(value)}"
         if not topology_lib.is_connected(W):
             detail += ", disconnected this round"
         if topology.period:
+            value = topology.spectral_gap() if doubly else topology.second_eigenvalue_modulus()
             detail += f"\nper round over its period of {topology.period} rounds: "
-            detail += _format_gap(topology.spectral_gap())
+            detail += _format_gap(value)
     else:
-        detail = f"spectral gap {_format_gap(topology.spectral_gap())}"
+        value = topology.spectral_gap() if doubly else topology.second_eigenvalue_modulus()
+        detail = f"{measure} {_format_gap(value)}"
     if topology.stochastic != "doubly":
         detail += f" ({topology.stochastic} stochastic)"
 

@@ -16,10 +16,20 @@ is entrywise nonnegative and
 * ``"column"`` stochastic: ``1^T W = 1^T`` (the total mass is preserved, as in
   push-sum).
 
+Column ``j`` holds what client ``j`` sends. A graph is *directed* when its edge
+pattern (``W[i, j] > 0``, ``i != j``) is not symmetric: client ``i`` may listen
+to ``j`` without ``j`` listening to ``i``. Algorithms need different kinds:
+plain gossip needs row stochastic ``W`` (each client takes a convex
+combination), push-sum needs column stochastic ``W`` (the mass each client
+sends sums to one), and a doubly stochastic ``W`` serves both; see
+:func:`check_stochastic`.
+
 The mixing speed of a static doubly stochastic ``W`` is measured by its
 spectral gap ``1 - lambda`` with ``lambda = ||W - 11^T / N||_2`` (largest
 singular value): after ``q`` gossip steps the distance to consensus shrinks by
-at least ``lambda^q``.
+at least ``lambda^q``. For a row or column (not doubly) stochastic ``W`` the
+rate is governed instead by the second-largest eigenvalue modulus
+``|lambda_2|`` (:func:`second_eigenvalue_modulus`).
 
 All computations here are host-side NumPy in float64; :meth:`Topology.matrix`
 returns float32 arrays ready to be handed to JAX (see ``fedjax_lab.gossip``).
@@ -39,7 +49,9 @@ from fedjax_lab import validation
 __all__ = [
     "Topology",
     "available_topologies",
+    "check_stochastic",
     "default_erdos_renyi_p",
+    "directed_ring",
     "erdos_renyi",
     "exponential",
     "from_matrix",
@@ -48,7 +60,10 @@ __all__ = [
     "make_topology",
     "one_peer_exponential",
     "random_in_neighbours",
+    "random_out_neighbours",
     "ring",
+    "satisfies",
+    "second_eigenvalue_modulus",
     "spectral_gap",
     "torus",
     "validate_mixing_matrix",
@@ -73,6 +88,11 @@ class Topology:
       time_varying: Whether ``W_t`` depends on the round ``t``.
       period: For a time-varying topology whose sequence repeats, the number of rounds
         ``P`` with ``W_{t+P} = W_t``; None otherwise (static, or random every round).
+      directed: Whether the edge pattern of ``W_t`` (``W_t[i, j] > 0``, ``i != j``) can be
+        asymmetric, i.e. client ``i`` may listen to ``j`` while ``j`` does not listen to
+        ``i``. Builders of random topologies set it (True unless every round is the complete
+        graph); when left None it is computed: from ``W`` for a static topology, from every
+        round of one period for a periodic one, and True for one random every round.
     """
 
     name: str
@@ -81,6 +101,17 @@ class Topology:
     time_varying: bool
     _matrix_fn: Callable[[int], np.ndarray] = dataclasses.field(repr=False)
     period: int | None = None
+    directed: bool | None = None
+
+    def __post_init__(self):
+        if self.directed is None:
+            if not self.time_varying:
+                directed = _asymmetric(self._matrix_fn(0))
+            elif self.period is not None:
+                directed = any(_asymmetric(self._matrix_fn(t)) for t in range(self.period))
+            else:
+                directed = True  # a fresh random graph every round: assume it can be
+            object.__setattr__(self, "directed", bool(directed))
 
     def matrix(self, round: int = 0) -> np.ndarray:  # pylint: disable=redefined-builtin
         """Returns the mixing matrix ``W_t`` of communication round ``t``.
@@ -104,29 +135,75 @@ class Topology:
         sequence mixes: it contracts the distance to the average by ``(1 - gap) ** P``
         every ``P`` rounds (for doubly stochastic ``W_t``).
 
+        Only doubly stochastic topologies have this gap; for a row or column stochastic one
+        use :meth:`second_eigenvalue_modulus`.
+
         Returns:
           The spectral gap as a Python float.
+
+        Raises:
+          ValueError: If the topology is time-varying without a period (random rounds), or
+            is not doubly stochastic.
+        """
+        if self.time_varying and self.period is None:
+            raise ValueError(
+                f"{self.name!r} draws a new graph every round and has no period, so it has no "
+                "single spectral gap; call spectral_gap(topology.matrix(t)) for round t."
+            )
+        if self.stochastic != "doubly":
+            raise ValueError(
+                f"{self.name!r} is {self.stochastic} stochastic, not doubly stochastic, so "
+                "1 - ||W - 11^T/N||_2 does not measure how fast it mixes; use "
+                "topology.second_eigenvalue_modulus() (|lambda_2|, the geometric rate of "
+                "row-stochastic consensus and of push-sum) instead."
+            )
+        if not self.time_varying:
+            return spectral_gap(self._matrix_fn(0))
+        contraction = 1.0 - spectral_gap(self._period_product())
+        return float(1.0 - max(contraction, 0.0) ** (1.0 / self.period))
+
+    def second_eigenvalue_modulus(self) -> float:
+        """Returns ``|lambda_2|`` of the topology (see :func:`second_eigenvalue_modulus`).
+
+        Static: ``|lambda_2(W)|``. Periodic time-varying: the modulus per round over one
+        period, ``|lambda_2(W_{P-1} ... W_1 W_0)| ** (1/P)``. Defined for every kind of
+        stochasticity; smaller is faster.
+
+        Returns:
+          The modulus as a Python float in ``[0, 1]``.
 
         Raises:
           ValueError: If the topology is time-varying without a period (random rounds).
         """
         if not self.time_varying:
-            return spectral_gap(self._matrix_fn(0))
+            return second_eigenvalue_modulus(self._matrix_fn(0))
         if self.period is None:
             raise ValueError(
                 f"{self.name!r} draws a new graph every round and has no period, so it has no "
-                "single spectral gap; call spectral_gap(topology.matrix(t)) for round t."
+                "single second eigenvalue; call second_eigenvalue_modulus(topology.matrix(t)) "
+                "for round t."
             )
+        modulus = second_eigenvalue_modulus(self._period_product())
+        return float(modulus ** (1.0 / self.period))
+
+    def _period_product(self) -> np.ndarray:
+        """``W_{P-1} ... W_1 W_0`` in float64 (periodic topologies only)."""
         product = np.eye(self.num_clients)
         for t in range(self.period):
             product = np.asarray(self._matrix_fn(t), dtype=np.float64) @ product
-        contraction = 1.0 - spectral_gap(product)
-        return float(1.0 - max(contraction, 0.0) ** (1.0 / self.period))
+        return product
 
 
 # --------------------------------------------------------------------------- #
 # Validation and analysis.
 # --------------------------------------------------------------------------- #
+
+
+def _asymmetric(W) -> bool:
+    """Whether the edge pattern ``W[i, j] > 0`` (``i != j``) of ``W`` is not symmetric."""
+    edges = np.asarray(W) > 0
+    np.fill_diagonal(edges, False)
+    return not np.array_equal(edges, edges.T)
 
 
 def _reachable(adjacency: np.ndarray, start: int) -> np.ndarray:
@@ -210,15 +287,32 @@ def validate_mixing_matrix(
     if (W < 0).any():
         i, j = np.argwhere(W < 0)[0]
         raise ValueError(f"Mixing matrix must be nonnegative, got W[{i}, {j}] = {W[i, j]:.6g}.")
+    sums_to_one = {
+        label: np.abs(W.sum(axis=axis) - 1.0) <= atol for axis, label in ((1, "row"), (0, "column"))
+    }
     for axis, label in ((1, "row"), (0, "column")):
         if stochastic not in (label, "doubly"):
             continue
         sums = W.sum(axis=axis)
         worst = int(np.argmax(np.abs(sums - 1.0)))
         if abs(sums[worst] - 1.0) > atol:
+            other = "column" if label == "row" else "row"
+            if label == "row":
+                why = (
+                    "Row i holds the weights client i gives to what it receives: plain gossip "
+                    "needs them to sum to one so that every client takes a convex combination."
+                )
+            else:
+                why = (
+                    "Column j holds the weights of what client j sends: push-sum needs them to "
+                    "sum to one so that no mass is lost or created."
+                )
+            if sums_to_one[other].all():
+                suits = "push-sum" if other == "column" else "plain gossip"
+                why += f" This matrix is {other} stochastic, which suits {suits} instead."
             raise ValueError(
                 f"A {stochastic} stochastic mixing matrix needs every {label} to sum to one "
-                f"(atol={atol}); {label} {worst} sums to {sums[worst]:.8g}."
+                f"(atol={atol}); {label} {worst} sums to {sums[worst]:.8g}. {why}"
             )
     if require_connected:
         problem = _connectivity_problem(W)
@@ -249,6 +343,125 @@ def spectral_gap(W) -> float:
     if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] == 0:
         raise ValueError(f"W must be a non-empty square 2-D array, got shape {W.shape}.")
     return float(1.0 - np.linalg.norm(W - 1.0 / W.shape[0], ord=2))
+
+
+def second_eigenvalue_modulus(W) -> float:
+    """Second-largest eigenvalue modulus ``|lambda_2|`` of ``W`` (moduli sorted decreasingly).
+
+    A row or column stochastic ``W`` has ``lambda_1 = 1``. If its graph is strongly
+    connected with self-loops (``W`` primitive) every other eigenvalue has modulus below
+    one, and ``W^t`` converges to its rank-one limit (``1 pi^T`` for row stochastic ``W``,
+    ``v 1^T`` for column stochastic ``W``) geometrically at rate ``|lambda_2|^t`` up to a
+    factor polynomial in ``t``. This rate governs row-stochastic consensus and push-sum,
+    for which :func:`spectral_gap` has no meaning. It is asymptotic, not a one-step bound
+    (``W`` need not be normal). A disconnected stochastic ``W`` has ``|lambda_2| = 1``.
+
+    For a doubly stochastic ``W``, ``|lambda_2| <= ||W - 11^T/N||_2 = 1 - spectral_gap(W)``
+    with equality when ``W`` is normal (symmetric or circulant).
+
+    Args:
+      W: Square matrix of shape ``[N, N]``.
+
+    Returns:
+      ``|lambda_2|`` as a Python float (0 for ``N = 1``).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] == 0:
+        raise ValueError(f"W must be a non-empty square 2-D array, got shape {W.shape}.")
+    if W.shape[0] == 1:
+        return 0.0
+    moduli = np.sort(np.abs(np.linalg.eigvals(W)))
+    return float(moduli[-2])
+
+
+def _check_kind(argument: str, kind) -> str:
+    if kind not in _STOCHASTIC_KINDS:
+        raise ValueError(f"{argument} must be one of {_STOCHASTIC_KINDS}, got {kind!r}.")
+    return kind
+
+
+def satisfies(kind: str, needed: str) -> bool:
+    """Whether a ``kind`` stochastic matrix is ``needed`` stochastic.
+
+    Doubly stochastic matrices are both row and column stochastic; row and column
+    stochastic ones are only themselves.
+
+    Args:
+      kind: ``"doubly"``, ``"row"`` or ``"column"``: what the matrix is.
+      needed: ``"doubly"``, ``"row"`` or ``"column"``: what is required.
+
+    Returns:
+      True iff ``kind == needed`` or ``kind == "doubly"``.
+    """
+    _check_kind("kind", kind)
+    _check_kind("needed", needed)
+    return kind == needed or kind == "doubly"
+
+
+_NEEDS = {
+    "row": (
+        "mixes with plain gossip (x_i <- sum_j W_ij x_j) and needs a row stochastic (or "
+        "doubly stochastic) mixing matrix, so that every client takes a convex combination"
+    ),
+    "column": (
+        "mixes with push-sum, which needs column stochastic (or doubly stochastic) weights "
+        "(the mass each client sends sums to one)"
+    ),
+    "doubly": (
+        "needs a doubly stochastic mixing matrix (rows and columns summing to one, so that "
+        "gossip preserves the average of the clients)"
+    ),
+}
+
+_FIXES = {
+    ("row", "column"): (
+        "use push-sum (e.g. dfedpgp) on it, or a row-stochastic topology such as "
+        "random_in_neighbours"
+    ),
+    ("column", "row"): (
+        "use plain gossip (e.g. dfedavg) on it, or a column-stochastic topology such as "
+        "random_out_neighbours"
+    ),
+    ("doubly", "row"): (
+        "use a doubly stochastic topology such as ring, exponential or one_peer_exponential"
+    ),
+    ("doubly", "column"): (
+        "use push-sum (e.g. dfedpgp) on it, or a doubly stochastic topology such as ring, "
+        "exponential or one_peer_exponential"
+    ),
+}
+
+
+def check_stochastic(topology: Topology, needed: str, who: str) -> None:
+    """Checks that ``topology`` is stochastic the way an algorithm needs.
+
+    ``needed`` is ``"row"`` for plain gossip ``x_i <- sum_j W_ij x_j`` (every client takes
+    a convex combination), ``"column"`` for push-sum (``1^T W = 1^T``: the mass is
+    preserved) or ``"doubly"``; a doubly stochastic topology satisfies all three (see
+    :func:`satisfies`).
+
+    Args:
+      topology: The :class:`Topology`.
+      needed: ``"doubly"``, ``"row"`` or ``"column"``.
+      who: Who needs it, e.g. an algorithm name; used in the error message.
+
+    Raises:
+      TypeError: If ``topology`` is not a :class:`Topology`.
+      ValueError: If ``needed`` is not a kind, or ``topology`` does not satisfy it; the
+        message names the topology, its kind, what ``who`` needs and a fix.
+    """
+    if not isinstance(topology, Topology):
+        raise TypeError(
+            f"check_stochastic needs a fedjax_lab.topology.Topology, got "
+            f"{type(topology).__name__}; wrap a matrix with topology.from_matrix(W, stochastic)."
+        )
+    _check_kind("needed", needed)
+    if satisfies(topology.stochastic, needed):
+        return
+    raise ValueError(
+        f"{who} {_NEEDS[needed]}; topology {topology.name!r} is {topology.stochastic} "
+        f"stochastic: {_FIXES[needed, topology.stochastic]}."
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -306,6 +519,27 @@ def ring(n: int) -> Topology:
     return from_matrix(_circulant(n, (0, 1, -1)), "doubly", "ring")
 
 
+def directed_ring(n: int) -> Topology:
+    """Directed ring: client ``i`` keeps 1/2 and sends 1/2 to client ``(i + 1) mod N``.
+
+    ``W[i, i] = 1/2`` and ``W[(i + 1) mod N, i] = 1/2``, i.e. ``W = (I + S) / 2`` with
+    ``(S x)_i = x_{(i-1) mod N}``: every client averages itself and its predecessor. ``W``
+    is circulant, hence doubly stochastic and normal, with eigenvalues
+    ``(1 + e^{2 pi i k / N}) / 2``, ``k = 0, ..., N - 1``, of modulus ``|cos(pi k / N)|``.
+    So ``lambda = ||W - 11^T/N||_2 = max_{k != 0} |cos(pi k / N)| = cos(pi / N)`` and the
+    spectral gap is ``1 - cos(pi / N)``: about ``pi^2 / (2 N^2)`` for large ``N``, 3/8 of
+    the undirected ring's ``4 pi^2 / (3 N^2)``.
+
+    Args:
+      n: Number of clients, at least 3.
+
+    Returns:
+      A static, directed, doubly stochastic :class:`Topology`.
+    """
+    n = _check_num_clients("directed_ring", n, 3)
+    return from_matrix(_circulant(n, (0, -1)), "doubly", "directed_ring")
+
+
 def torus(n: int) -> Topology:
     """2-D torus grid: self and the 4 grid neighbours (with wrap-around), 1/5 each.
 
@@ -333,12 +567,14 @@ def torus(n: int) -> Topology:
 
 
 def exponential(n: int) -> Topology:
-    """Static exponential graph: client ``i`` sends to ``(i + 2^k) mod N``, ``k < tau``.
+    """Static directed exponential graph: client ``i`` sends to ``(i + 2^k) mod N``, ``k < tau``.
 
     With ``tau = ceil(log2 N)`` every client averages itself and the
     ``tau`` clients ``i - 2^k`` it receives from with uniform weight
     ``1 / (tau + 1)``: ``W[i, (i - 2^k) mod N] = 1 / (tau + 1)``. The matrix is
-    circulant and doubly stochastic but not symmetric in general.
+    circulant and doubly stochastic but not symmetric in general: the graph is
+    directed (``i`` sends to ``i + 2^k`` without receiving from it) for every
+    ``N >= 4``; for ``N <= 3`` its edge pattern happens to be symmetric.
 
     For any ``N`` (power of two or not) the offsets ``2^k, k < tau`` satisfy
     ``1 <= 2^k <= 2^(tau-1) < N``, so they are distinct and nonzero mod ``N``:
@@ -350,7 +586,7 @@ def exponential(n: int) -> Topology:
       n: Number of clients, at least 2.
 
     Returns:
-      A static, doubly stochastic :class:`Topology`.
+      A static, directed, doubly stochastic :class:`Topology`.
     """
     n = _check_num_clients("exponential", n, 2)
     tau = _log2_ceil(n)
@@ -451,30 +687,21 @@ def erdos_renyi(n: int, p: float, seed: int) -> Topology:
     return from_matrix(W, "doubly", "erdos_renyi")
 
 
-def random_in_neighbours(n: int, k: int, seed: int) -> Topology:
-    """Time-varying directed graph: each round every client listens to ``k`` random others.
+def _random_neighbours(name: str, n, k, seed, *, send: bool) -> Topology:
+    """Shared builder of :func:`random_in_neighbours` and :func:`random_out_neighbours`.
 
-    At round ``t`` client ``i`` draws ``k`` distinct clients ``j != i``
-    uniformly at random and sets ``W_t[i, j] = W_t[i, i] = 1 / (k + 1)``. The
-    draws use ``numpy.random.default_rng([seed, t])``, so ``matrix(t)`` is
-    reproducible and independent of the order in which rounds are requested.
-    ``W_t`` is row stochastic (not column stochastic in general).
-
-    Args:
-      n: Number of clients, at least 2.
-      k: In-degree (excluding self), ``1 <= k <= n - 1``.
-      seed: Nonnegative integer seed.
-
-    Returns:
-      A time-varying, row stochastic :class:`Topology`.
+    Round ``t`` draws, for every client ``i``, ``k`` distinct clients ``j != i`` from
+    ``numpy.random.default_rng([seed, t])`` into ``A_t[i, j] = 1 / (k + 1)``, with
+    ``A_t[i, i] = 1 / (k + 1)``. Listening to them gives the row stochastic ``W_t = A_t``;
+    sending to them gives the column stochastic ``W_t = A_t^T``. So for the same
+    ``(n, k, seed, t)`` the two topologies' matrices are transposes of each other.
     """
-    n = _check_num_clients("random_in_neighbours", n, 2)
+    n = _check_num_clients(name, n, 2)
     if not _is_int(k) or not 1 <= k <= n - 1:
-        raise ValueError(
-            f"random_in_neighbours needs 1 <= k <= num_clients - 1 = {n - 1}, got k={k!r}."
-        )
+        raise ValueError(f"{name} needs 1 <= k <= num_clients - 1 = {n - 1}, got k={k!r}.")
     k = int(k)
-    seed = _check_seed("random_in_neighbours", seed)
+    seed = _check_seed(name, seed)
+    stochastic = "column" if send else "row"
 
     def matrix_fn(t: int) -> np.ndarray:
         keys = np.random.default_rng([seed, t]).random((n, n))
@@ -483,9 +710,57 @@ def random_in_neighbours(n: int, k: int, seed: int) -> Topology:
         chosen = np.argpartition(keys, k - 1, axis=1)[:, :k]
         W = np.eye(n) / (k + 1)
         W[np.arange(n)[:, None], chosen] = 1.0 / (k + 1)
-        return validate_mixing_matrix(W, stochastic="row", require_connected=False)
+        if send:
+            W = W.T.copy()
+        return validate_mixing_matrix(W, stochastic=stochastic, require_connected=False)
 
-    return Topology("random_in_neighbours", n, "row", True, matrix_fn)
+    # With k = n - 1 every round is the complete graph, whose pattern is symmetric.
+    return Topology(name, n, stochastic, True, matrix_fn, directed=k < n - 1)
+
+
+def random_in_neighbours(n: int, k: int, seed: int) -> Topology:
+    """Time-varying directed graph: each round every client listens to ``k`` random others.
+
+    At round ``t`` client ``i`` draws ``k`` distinct clients ``j != i``
+    uniformly at random and sets ``W_t[i, j] = W_t[i, i] = 1 / (k + 1)``. The
+    draws use ``numpy.random.default_rng([seed, t])``, so ``matrix(t)`` is
+    reproducible and independent of the order in which rounds are requested.
+    ``W_t`` is row stochastic (not column stochastic in general): the graph of
+    plain gossip. It is the transpose of :func:`random_out_neighbours`'s
+    ``W_t`` for the same arguments.
+
+    Args:
+      n: Number of clients, at least 2.
+      k: In-degree (excluding self), ``1 <= k <= n - 1``.
+      seed: Nonnegative integer seed.
+
+    Returns:
+      A time-varying, row stochastic :class:`Topology` (directed unless ``k = n - 1``).
+    """
+    return _random_neighbours("random_in_neighbours", n, k, seed, send=False)
+
+
+def random_out_neighbours(n: int, k: int, seed: int) -> Topology:
+    """Time-varying directed graph: each round every client sends to ``k`` random others.
+
+    At round ``t`` client ``i`` draws ``k`` distinct clients ``j != i``
+    uniformly at random and sends to them: ``W_t[j, i] = W_t[i, i] = 1 / (k + 1)``
+    (column ``i`` is what client ``i`` sends). The draws use
+    ``numpy.random.default_rng([seed, t])``, so ``matrix(t)`` is reproducible and
+    independent of the order in which rounds are requested. ``W_t`` is column
+    stochastic (``1^T W_t = 1^T``; its rows do not sum to one in general): the
+    graph push-sum runs on. It is the transpose of :func:`random_in_neighbours`'s
+    ``W_t`` for the same arguments.
+
+    Args:
+      n: Number of clients, at least 2.
+      k: Out-degree (excluding self), ``1 <= k <= n - 1``.
+      seed: Nonnegative integer seed.
+
+    Returns:
+      A time-varying, column stochastic :class:`Topology` (directed unless ``k = n - 1``).
+    """
+    return _random_neighbours("random_out_neighbours", n, k, seed, send=True)
 
 
 def from_matrix(
@@ -504,7 +779,7 @@ def from_matrix(
       A static :class:`Topology` with matrix ``W``.
     """
     W = validate_mixing_matrix(W, stochastic=stochastic, require_connected=require_connected)
-    return Topology(name, W.shape[0], stochastic, False, lambda _: W)
+    return Topology(name, W.shape[0], stochastic, False, lambda _: W, directed=_asymmetric(W))
 
 
 # --------------------------------------------------------------------------- #
@@ -513,13 +788,16 @@ def from_matrix(
 
 _TOPOLOGIES = (
     "ring",
+    "directed_ring",
     "torus",
     "exponential",
     "one_peer_exponential",
     "fully_connected",
     "erdos_renyi",
     "random_in_neighbours",
+    "random_out_neighbours",
 )
+_K_TOPOLOGIES = ("random_in_neighbours", "random_out_neighbours")
 
 
 def available_topologies() -> tuple[str, ...]:
@@ -543,8 +821,9 @@ def make_topology(
       p: Edge probability of ``"erdos_renyi"``; defaults to
         :func:`default_erdos_renyi_p` ``= min(1, 3 ln(N) / N)``. Must be None
         for other topologies.
-      k: In-degree of ``"random_in_neighbours"``; defaults to ``min(10, N - 1)``.
-        An explicit ``k > N - 1`` is an error. Must be None for other topologies.
+      k: In-degree of ``"random_in_neighbours"``, out-degree of
+        ``"random_out_neighbours"``; defaults to ``min(10, N - 1)``. An explicit
+        ``k > N - 1`` is an error. Must be None for other topologies.
 
     Returns:
       The :class:`Topology`.
@@ -556,18 +835,23 @@ def make_topology(
     validation.check_name("topology", name, _TOPOLOGIES)
     if p is not None and name != "erdos_renyi":
         raise ValueError(f"p only applies to 'erdos_renyi', got p={p!r} for {name!r}.")
-    if k is not None and name != "random_in_neighbours":
-        raise ValueError(f"k only applies to 'random_in_neighbours', got k={k!r} for {name!r}.")
+    if k is not None and name not in _K_TOPOLOGIES:
+        raise ValueError(
+            f"k only applies to 'random_in_neighbours' and 'random_out_neighbours', "
+            f"got k={k!r} for {name!r}."
+        )
     if name == "erdos_renyi":
         return erdos_renyi(
             num_clients, default_erdos_renyi_p(num_clients) if p is None else p, seed
         )
-    if name == "random_in_neighbours":
+    if name in _K_TOPOLOGIES:
         if k is None:
             k = min(10, _check_num_clients(name, num_clients, 2) - 1)
-        return random_in_neighbours(num_clients, k, seed)
+        builder = random_in_neighbours if name == "random_in_neighbours" else random_out_neighbours
+        return builder(num_clients, k, seed)
     builders = {
         "ring": ring,
+        "directed_ring": directed_ring,
         "torus": torus,
         "exponential": exponential,
         "one_peer_exponential": one_peer_exponential,

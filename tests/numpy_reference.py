@@ -209,3 +209,28 @@ def personalized_server_round(x, heads, ids, bx, by, train, personal):
         trained.append(y)
     new = {k: (x[k] if k in personal else np.mean([y[k] for y in trained], axis=0)) for k in x}
     return new, heads
+
+
+def push_sum_round(models, weights, p, bx, by, head_lr, body_lr, head_steps, personal, push):
+    """DFedPGP: every client trains its de-biased model (head, then body), then pushes its
+    shared keys and weight over the column-stochastic ``p``; returns the de-biased models
+    and the weights after the push. ``push`` is "update" (x_i = w_i z_i + delta_i) or
+    "model" (x_i = w_i y_i)."""
+    n = len(models)
+    trained = [
+        alternating_steps(m, bx[i], by[i], head_lr, body_lr, head_steps, personal)
+        for i, m in enumerate(models)
+    ]
+    shared = [k for k in models[0] if k not in personal]
+    values = []
+    for z, y, w in zip(models, trained, weights):
+        if push == "update":
+            values.append({k: w * z[k] + (y[k] - z[k]) for k in shared})
+        else:
+            values.append({k: w * y[k] for k in shared})
+    new_weights = [sum(p[i, j] * weights[j] for j in range(n)) for i in range(n)]
+    out = []
+    for i in range(n):
+        mixed = {k: sum(p[i, j] * values[j][k] for j in range(n)) / new_weights[i] for k in shared}
+        out.append({**{k: trained[i][k] for k in personal}, **mixed})
+    return out, new_weights

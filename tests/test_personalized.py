@@ -1,4 +1,5 @@
-"""DFedAlt, DFedSalt, FedPer and FedRep against NumPy references; partitions and errors."""
+"""DFedAlt, DFedSalt, DFedPGP, FedPer and FedRep against NumPy references; push-sum;
+per-client step counts; partitions and errors."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,12 @@ import pytest
 from fedjax_lab import config as config_lib
 from fedjax_lab import experiment
 from fedjax_lab import records
+from fedjax_lab.algorithms import communication
+from fedjax_lab.algorithms import configured
 from fedjax_lab.algorithms import personalized
+from fedjax_lab.algorithms import registry
+from fedjax_lab.randomness import Stream
+from fedjax_lab.randomness import stream
 from tests import numpy_reference as ref
 from tests.test_algorithms import LOSS
 from tests.test_algorithms import N
@@ -140,3 +146,140 @@ def test_personalized_runs_report_each_clients_own_accuracy(tmp_path):
     stored = records.load_metrics(tmp_path)[-1]
     assert stored["test_accuracy"] == summary["test_accuracy"] > 0
     assert config_lib.resolve(c).communication.order == "gossip_then_train"
+
+
+def column_stochastic_matrix(n, seed=0):
+    """A static directed graph whose clients send with uneven weights: column stochastic,
+    not row stochastic, strongly connected (every client sends to the next one)."""
+    rng = np.random.default_rng(seed)
+    p = np.eye(n) + np.roll(np.eye(n), 1, axis=0) + (rng.random((n, n)) < 0.3)
+    return p / p.sum(axis=0, keepdims=True)
+
+
+@pytest.mark.parametrize("push", ["update", "model"])
+def test_dfedpgp_rounds_match_the_numpy_reference(push):
+    alg = personalized.dfedpgp(
+        LOSS,
+        optax.sgd(HEAD_LR),
+        optax.sgd(BODY_LR),
+        num_clients=N,
+        head_steps=1,
+        body_steps=2,
+        labels=LABELS,
+        push=push,
+    )
+    params, batches = problem()
+    p = column_stochastic_matrix(N)
+    assert not np.allclose(p.sum(axis=1), 1.0)  # push-sum weights move away from 1
+    models, weights = [as64(params)] * N, [1.0] * N
+    state = alg.init(params)
+    for t in range(3):
+        state, metrics = alg.round(state, jnp.asarray(p, jnp.float32), batches, jax.random.key(t))
+        models, weights = ref.push_sum_round(
+            models, weights, p, as64(batches)["x"], batches["y"], HEAD_LR, BODY_LR, 1, ["b"], push
+        )
+        np.testing.assert_allclose(state.communication, weights, rtol=1e-5)
+        for i in range(N):
+            assert_close(client(state.params, i), models[i])
+    assert int(metrics["models_sent"]) == int(np.sum((p != 0) & ~np.eye(N, dtype=bool)))
+
+
+def test_push_sum_finds_the_exact_average_where_row_stochastic_mixing_is_biased():
+    n = 12
+    p = column_stochastic_matrix(n, seed=3)
+    x = np.random.default_rng(0).normal(size=(n, 5))
+    pushed, weight = {"u": jnp.asarray(x, jnp.float32)}, communication.push_sum(50, "model")
+    z, w, _ = weight.combine(weight.init(n), jnp.asarray(p, jnp.float32), pushed)
+    np.testing.assert_allclose(z["u"], np.broadcast_to(x.mean(0), x.shape), atol=1e-4)
+    assert float(jnp.sum(w)) == pytest.approx(n, rel=1e-5)  # mass is preserved
+    # The same graph, each client averaging what it receives (rows normalized): consensus
+    # on a weighted average, away from the true one.
+    row = p / p.sum(axis=1, keepdims=True)
+    plain, _, _ = communication.gossip(50).combine((), jnp.asarray(row, jnp.float32), pushed)
+    assert np.ptp(np.asarray(plain["u"]), axis=0).max() < 1e-4  # it reaches consensus ...
+    assert np.abs(np.asarray(plain["u"])[0] - x.mean(0)).max() > 0.05  # ... a biased one
+
+
+def test_push_sum_never_touches_a_clients_personal_part():
+    alg = personalized.dfedpgp(
+        LOSS,
+        optax.sgd(0.0),
+        optax.sgd(0.0),
+        num_clients=N,
+        head_steps=1,
+        body_steps=2,
+        labels=LABELS,
+    )
+    params, batches = problem()
+    heads = np.arange(N * 3, dtype=np.float32).reshape(N, 3)
+    bodies = np.random.default_rng(0).normal(size=(N,) + params["w"].shape).astype(np.float32)
+    state = alg.init(params)._replace(params={"w": jnp.asarray(bodies), "b": jnp.asarray(heads)})
+    p = column_stochastic_matrix(N)
+    state, _ = alg.round(state, jnp.asarray(p, jnp.float32), batches, jax.random.key(0))
+    np.testing.assert_array_equal(state.params["b"], heads)
+    w = p.sum(axis=1)  # the weights after one push from 1
+    expected = np.einsum("ij,j...->i...", p, bodies) / w.reshape(-1, 1, 1)
+    np.testing.assert_allclose(state.params["w"], expected, atol=1e-5)
+
+
+def test_the_wrong_stochasticity_is_an_error():
+    params, batches = problem()
+    p = column_stochastic_matrix(N)
+    row = p / p.sum(axis=1, keepdims=True)
+    kwargs = dict(num_clients=N, head_steps=1, body_steps=2, labels=LABELS)
+    pgp = personalized.dfedpgp(LOSS, optax.sgd(0.1), optax.sgd(0.1), **kwargs)
+    with pytest.raises(ValueError, match="column-stochastic P, as push-sum needs.*row 0|column"):
+        pgp.round(pgp.init(params), jnp.asarray(row, jnp.float32), batches, jax.random.key(0))
+    alt = personalized.dfedalt(LOSS, optax.sgd(0.1), optax.sgd(0.1), **kwargs)
+    with pytest.raises(ValueError, match="row-stochastic W, as plain gossip needs"):
+        alt.round(alt.init(params), jnp.asarray(p, jnp.float32), batches, jax.random.key(0))
+    with pytest.raises(ValueError, match="order='train_then_gossip'"):
+        personalized.dfedpgp(
+            LOSS, optax.sgd(0.1), optax.sgd(0.1), order="gossip_then_train", **kwargs
+        )
+    # In a run, the topology's kind is checked before anything is compiled.
+    c = small_config({"algorithm": "dfedpgp", "communication.topology": "random_in_neighbours"})
+    with pytest.raises(ValueError, match="random_in_neighbours"):
+        experiment.build(c)
+
+
+@pytest.mark.parametrize("kind", ["fixed", "drawn"])
+def test_configured_step_counts_cut_each_phase_per_client(kind):
+    c = config_lib.resolve(
+        config_lib.update(
+            config_lib.get_config("dfedalt"),
+            {
+                "num_clients": N,
+                "personal.layers": "b",
+                "personal.head_steps": 1,
+                "personal.body_steps": 2,
+                "personal.head_learning_rate": HEAD_LR,
+                "personal.body_learning_rate": BODY_LR,
+                "local.steps": 3,
+                "local.step_counts": kind,
+                "local.min_steps": 1,
+                "execution.strategy": "vmap",
+            },
+        )
+    )
+    alg = registry.build_algorithm(c, LOSS)
+    params, batches = problem()
+    w = ref.ring_matrix(N)
+    key = jax.random.key(4)
+    state, _ = alg.round(alg.init(params), jnp.asarray(w, jnp.float32), batches, key)
+    counts = configured.step_counts(c)(stream(key, Stream.STEPS), jnp.arange(N))
+    counts = np.asarray(counts).tolist()
+    assert min(counts) >= 1 and max(counts) <= 3 and len(set(counts)) > 1
+    bx, by = as64(batches)["x"], batches["y"]
+    for i, k in enumerate(counts):
+        # Client i runs min(K_i, 1) head steps, then min(K_i, 2) body steps.
+        head, body = min(k, 1), min(k, 2)
+        steps = list(range(head)) + list(range(1, 1 + body))
+        expected = ref.alternating_steps(
+            as64(params), bx[i][steps], by[i][steps], HEAD_LR, BODY_LR, head, ["b"]
+        )
+        assert_close(client(state.params, i), expected)
+    with pytest.raises(ValueError, match="local.min_steps"):
+        configured.step_counts(config_lib.update(c, {"local.min_steps": 4}))
+    with pytest.raises(ValueError, match="step_counts"):
+        configured.step_counts(config_lib.update(c, {"local.step_counts": "sometimes"}))

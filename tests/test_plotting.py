@@ -150,6 +150,45 @@ def test_plot_topology(tmp_path, topo):
     assert _colour_pixels(image, C1) > 50  # nodes
 
 
+@pytest.mark.parametrize(
+    "topo",
+    [
+        topology.directed_ring(8),
+        topology.random_out_neighbours(10, k=2, seed=0),
+        topology.from_matrix(topology.random_out_neighbours(6, k=2, seed=1).matrix(0), "column"),
+    ],
+    ids=["directed_ring", "random_out_neighbours", "static_column"],
+)
+def test_plot_topology_directed(tmp_path, topo):
+    out = plotting.plot_topology(topo, tmp_path / "directed" / f"{topo.name}.png", round=3)
+    assert out.is_file() and out.stat().st_size > 5_000
+    image = matplotlib.image.imread(out)
+    assert _bluish_pixels(image) > 50  # arrows
+    assert _colour_pixels(image, C1) > 50  # nodes
+
+
+def test_plot_topology_title_names_the_right_measure(tmp_path, monkeypatch):
+    titles = []
+    original = plotting.Figure.subplots
+
+    def subplots(self, *args, **kwargs):
+        ax = original(self, *args, **kwargs)
+        set_title = ax.set_title
+        ax.set_title = lambda text, *a, **k: (titles.append(text), set_title(text, *a, **k))[1]
+        return ax
+
+    monkeypatch.setattr(plotting.Figure, "subplots", subplots)
+    plotting.plot_topology(topology.directed_ring(8), tmp_path / "a.png")
+    plotting.plot_topology(topology.random_out_neighbours(10, k=2, seed=0), tmp_path / "b.png")
+    gap = 1 - np.cos(np.pi / 8)
+    assert titles[0] == f"directed_ring, N=8\nspectral gap {gap:.4g}"
+    W = topology.random_out_neighbours(10, k=2, seed=0).matrix(0)
+    modulus = topology.second_eigenvalue_modulus(W)
+    assert "spectral gap" not in titles[1]
+    assert f"round 0: |lambda_2| {modulus:.4g}" in titles[1]
+    assert titles[1].endswith("(column stochastic)")
+
+
 def test_plot_topology_time_varying_round_and_errors(tmp_path):
     one_peer = topology.one_peer_exponential(8)
     assert plotting.plot_topology(one_peer, tmp_path / "r3.png", round=3).is_file()

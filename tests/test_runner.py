@@ -135,7 +135,7 @@ def test_experiment_config_files_are_valid(path):
     assert c.algorithm in experiment.registry.available_algorithms()
     assert c.dataset in data.available_datasets()
     assert c.model in models.available_models()
-    assert c.communication.topology in topology.available_topologies()
+    assert config_lib.resolve(c).communication.topology in topology.available_topologies()
 
 
 def test_config_file_errors(tmp_path):

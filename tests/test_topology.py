@@ -68,6 +68,52 @@ def test_one_peer_exponential_gap_over_a_period_closed_form():
 def test_spectral_gap_of_random_time_varying_topology_raises():
     with pytest.raises(ValueError, match="no period"):
         topo.random_in_neighbours(12, 3, seed=1).spectral_gap()
+    with pytest.raises(ValueError, match="no period"):
+        topo.random_out_neighbours(12, 3, seed=1).spectral_gap()
+    with pytest.raises(ValueError, match="no period.*second_eigenvalue_modulus"):
+        topo.random_out_neighbours(12, 3, seed=1).second_eigenvalue_modulus()
+
+
+@pytest.mark.parametrize("n", [3, 4, 7, 16, 101])
+def test_directed_ring_spectral_gap_closed_form(n):
+    t = topo.directed_ring(n)
+    assert t.spectral_gap() == pytest.approx(1 - math.cos(math.pi / n), abs=1e-10)
+    # W is circulant (normal): |lambda_2| = ||W - 11^T/N||_2 = cos(pi / N).
+    assert t.second_eigenvalue_modulus() == pytest.approx(math.cos(math.pi / n), abs=1e-10)
+    # Eigenvalues (1 + e^{2 pi i k / N}) / 2.
+    expected = (1 + np.exp(2j * np.pi * np.arange(n) / n)) / 2
+    got = np.linalg.eigvals(t.matrix(0).astype(np.float64))
+    distance = np.abs(got[:, None] - expected[None, :])  # a matching, up to order
+    assert distance.min(axis=0).max() < 1e-6 and distance.min(axis=1).max() < 1e-6
+
+
+def test_second_eigenvalue_modulus_column_stochastic():
+    # Column stochastic, not row stochastic; eigenvalues 1, 0.25 and 0.05.
+    W = np.array([[0.5, 0.25, 0.0], [0.5, 0.5, 0.2], [0.0, 0.25, 0.8]])
+    np.testing.assert_allclose(W.sum(axis=0), 1.0)
+    assert not np.allclose(W.sum(axis=1), 1.0)
+    moduli = sorted(np.abs(np.linalg.eigvals(W)), reverse=True)
+    assert moduli[0] == pytest.approx(1.0)
+    assert topo.second_eigenvalue_modulus(W) == pytest.approx(moduli[1], abs=1e-12)
+    t = topo.from_matrix(W, "column")
+    assert t.second_eigenvalue_modulus() == pytest.approx(moduli[1], abs=1e-12)
+    with pytest.raises(ValueError, match="column stochastic, not doubly.*second_eigenvalue"):
+        t.spectral_gap()
+    # A complex pair: the rotation-like part has modulus 0.5 (eigenvalues 1, 0.5 e^{+-i pi/2}).
+    W = np.array([[0.5, 0.0, 0.5], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])
+    assert topo.second_eigenvalue_modulus(W) == pytest.approx(
+        abs((1 + np.exp(2j * np.pi / 3)) / 2), abs=1e-12
+    )
+    assert topo.second_eigenvalue_modulus(np.eye(3)) == pytest.approx(1.0)  # disconnected
+    assert topo.second_eigenvalue_modulus([[1.0]]) == 0.0
+
+
+def test_second_eigenvalue_modulus_matches_gap_for_symmetric_and_periodic():
+    t = topo.ring(10)
+    assert t.second_eigenvalue_modulus() == pytest.approx(1 - t.spectral_gap(), abs=1e-10)
+    # Power of two: tau rounds average exactly, so the product has |lambda_2| = 0.
+    # (The eigenvalues of the product are zero up to ~1e-17, whose cube root is ~1e-6.)
+    assert topo.one_peer_exponential(8).second_eigenvalue_modulus() == pytest.approx(0, abs=1e-4)
 
 
 def test_spectral_gap_function_on_identity_is_zero():
@@ -81,17 +127,19 @@ def test_spectral_gap_function_on_identity_is_zero():
     "build",
     [
         lambda: topo.ring(12),
+        lambda: topo.directed_ring(12),
         lambda: topo.torus(25),
         lambda: topo.exponential(12),
         lambda: topo.one_peer_exponential(12),
         lambda: topo.fully_connected(12),
         lambda: topo.erdos_renyi(12, 0.5, seed=1),
         lambda: topo.random_in_neighbours(12, 3, seed=1),
+        lambda: topo.random_out_neighbours(12, 3, seed=1),
     ],
 )
 def test_builders_are_stochastic_as_declared(build):
     t = build()
-    assert t.stochastic in ("doubly", "row")
+    assert t.stochastic in ("doubly", "row", "column")
     for rnd in range(4):
         W = t.matrix(rnd)
         assert W.shape == (t.num_clients, t.num_clients)
@@ -153,6 +201,122 @@ def test_random_in_neighbours():
     assert not np.array_equal(W5, topo.random_in_neighbours(n, k, seed=8).matrix(5))
 
 
+def test_directed_ring_structure():
+    W = topo.directed_ring(5).matrix(0)
+    for i in range(5):  # i keeps 1/2 and sends 1/2 to i + 1
+        assert W[i, i] == pytest.approx(0.5)
+        assert W[(i + 1) % 5, i] == pytest.approx(0.5)
+    assert ((W > 0).sum(axis=0) == 2).all() and ((W > 0).sum(axis=1) == 2).all()
+    _check_stochastic(W, "doubly")
+    assert topo.is_connected(W)
+    with pytest.raises(ValueError, match="directed_ring needs num_clients >= 3, got 2"):
+        topo.directed_ring(2)
+
+
+def test_random_out_neighbours():
+    n, k = 20, 4
+    t = topo.random_out_neighbours(n, k, seed=7)
+    assert t.time_varying and t.stochastic == "column" and t.period is None
+    W5 = t.matrix(5)
+    _check_stochastic(W5, "column")
+    assert not np.allclose(W5.sum(axis=1), 1.0)  # rows in general do not sum to one
+    assert ((W5 > 0).sum(axis=0) == k + 1).all()  # k distinct out-neighbours + self
+    np.testing.assert_allclose(W5[W5 > 0], 1 / (k + 1), rtol=1e-6)
+    np.testing.assert_allclose(np.diag(W5), 1 / (k + 1), rtol=1e-6)  # self, never picked twice
+    # Reproducible and independent of call order / instance.
+    W9 = t.matrix(9)
+    fresh = topo.random_out_neighbours(n, k, seed=7)
+    np.testing.assert_array_equal(W9, fresh.matrix(9))
+    np.testing.assert_array_equal(W5, fresh.matrix(5))
+    np.testing.assert_array_equal(W5, t.matrix(5))
+    assert not np.array_equal(W5, t.matrix(6))
+    assert not np.array_equal(W5, topo.random_out_neighbours(n, k, seed=8).matrix(5))
+
+
+def test_random_out_neighbours_is_the_transpose_of_random_in_neighbours():
+    # Both come from one draw per (seed, t): sending to the clients one would listen to.
+    out, into = topo.random_out_neighbours(15, 3, seed=4), topo.random_in_neighbours(15, 3, seed=4)
+    for rnd in (0, 3, 11):
+        np.testing.assert_array_equal(out.matrix(rnd), into.matrix(rnd).T)
+
+
+def test_random_out_neighbours_k_bounds():
+    W = topo.random_out_neighbours(6, 5, seed=0).matrix(3)
+    np.testing.assert_allclose(W, 1 / 6, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"random_out_neighbours needs 1 <= k <= .* = 5, got k=6"):
+        topo.random_out_neighbours(6, 6, seed=0)
+    with pytest.raises(ValueError, match="got k=0"):
+        topo.random_out_neighbours(6, 0, seed=0)
+    with pytest.raises(ValueError, match="nonnegative integer seed"):
+        topo.random_out_neighbours(6, 2, seed=-1)
+
+
+def test_directed_attribute():
+    assert topo.ring(8).directed is False
+    assert topo.torus(9).directed is False
+    assert topo.fully_connected(5).directed is False
+    assert topo.erdos_renyi(12, 0.5, seed=1).directed is False
+    assert topo.exponential(12).directed is True
+    assert topo.exponential(3).directed is False  # receives from i - 1 and i - 2 = i + 1
+    assert all(topo.exponential(n).directed for n in range(4, 40))
+    assert topo.directed_ring(5).directed is True
+    assert topo.one_peer_exponential(8).directed is True
+    assert topo.one_peer_exponential(2).directed is False  # the only shift is 1 = -1 mod 2
+    assert topo.random_in_neighbours(10, 3, seed=0).directed is True
+    assert topo.random_out_neighbours(10, 3, seed=0).directed is True
+    assert topo.random_out_neighbours(4, 3, seed=0).directed is False  # complete every round
+    W = np.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5]])
+    assert topo.from_matrix(W).directed is True
+    assert topo.from_matrix(np.full((3, 3), 1 / 3)).directed is False
+
+
+def test_satisfies():
+    assert topo.satisfies("doubly", "row") and topo.satisfies("doubly", "column")
+    assert topo.satisfies("doubly", "doubly")
+    assert topo.satisfies("row", "row") and topo.satisfies("column", "column")
+    assert not topo.satisfies("row", "column") and not topo.satisfies("column", "row")
+    assert not topo.satisfies("row", "doubly") and not topo.satisfies("column", "doubly")
+    with pytest.raises(ValueError, match="needed must be one of"):
+        topo.satisfies("row", "left")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        topo.satisfies("symmetric", "row")
+
+
+def test_check_stochastic_accepts():
+    for needed in ("row", "column", "doubly"):
+        topo.check_stochastic(topo.ring(5), needed, "dfedavg")
+        topo.check_stochastic(topo.directed_ring(5), needed, "dfedavg")
+    topo.check_stochastic(topo.random_in_neighbours(8, 2, seed=0), "row", "dfedavg")
+    topo.check_stochastic(topo.random_out_neighbours(8, 2, seed=0), "column", "dfedpgp")
+
+
+def test_check_stochastic_rejects_with_the_fix():
+    out = topo.random_out_neighbours(8, 2, seed=0)
+    with pytest.raises(
+        ValueError,
+        match=r"dfedavg mixes with plain gossip .*row stochastic \(or doubly stochastic\).*"
+        r"topology 'random_out_neighbours' is column stochastic: use push-sum .*"
+        r"random_in_neighbours",
+    ):
+        topo.check_stochastic(out, "row", "dfedavg")
+    into = topo.random_in_neighbours(8, 2, seed=0)
+    with pytest.raises(
+        ValueError,
+        match=r"dfedpgp mixes with push-sum, which needs column stochastic .*mass each client "
+        r"sends sums to one.*'random_in_neighbours' is row stochastic: .*random_out_neighbours",
+    ):
+        topo.check_stochastic(into, "column", "dfedpgp")
+    with pytest.raises(ValueError, match=r"myalgo needs a doubly stochastic.*'custom' is row"):
+        W = np.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.0, 0.25, 0.75]])
+        topo.check_stochastic(
+            topo.from_matrix(W, "row", require_connected=False), "doubly", "myalgo"
+        )
+    with pytest.raises(ValueError, match="needed must be one of"):
+        topo.check_stochastic(out, "Row", "dfedavg")
+    with pytest.raises(TypeError, match="Topology, got ndarray"):
+        topo.check_stochastic(out.matrix(0), "column", "dfedpgp")
+
+
 def test_random_in_neighbours_k_bounds():
     W = topo.random_in_neighbours(6, 5, seed=0).matrix(3)
     np.testing.assert_allclose(W, 1 / 6, rtol=1e-6)
@@ -203,12 +367,14 @@ def test_matrix_returns_fresh_copy_and_checks_round():
 def test_make_topology_all_names():
     assert set(topo.available_topologies()) == {
         "ring",
+        "directed_ring",
         "torus",
         "exponential",
         "one_peer_exponential",
         "fully_connected",
         "erdos_renyi",
         "random_in_neighbours",
+        "random_out_neighbours",
     }
     for name in topo.available_topologies():
         t = topo.make_topology(name, 16, seed=1)
@@ -223,6 +389,14 @@ def test_make_topology_defaults():
     assert ((W > 0).sum(axis=1) == 4).all()  # k defaults to N - 1 for small N
     with pytest.raises(ValueError, match="got k=4"):
         topo.make_topology("random_in_neighbours", 4, k=4)
+    W = topo.make_topology("random_out_neighbours", 30).matrix(0)
+    assert ((W > 0).sum(axis=0) == 11).all()  # k defaults to 10
+    W = topo.make_topology("random_out_neighbours", 4, seed=3).matrix(0)
+    np.testing.assert_allclose(W, 1 / 4, rtol=1e-6)  # k defaults to N - 1 for small N
+    W = topo.make_topology("random_out_neighbours", 12, seed=3, k=2).matrix(5)
+    np.testing.assert_array_equal(W, topo.random_out_neighbours(12, 2, seed=3).matrix(5))
+    with pytest.raises(ValueError, match="random_out_neighbours needs.*got k=4"):
+        topo.make_topology("random_out_neighbours", 4, k=4)
     assert topo.default_erdos_renyi_p(100) == pytest.approx(3 * math.log(100) / 100)
     for n in (10, 50, 100, 300):
         for seed in range(3):
@@ -239,8 +413,10 @@ def test_make_topology_unknown_name():
 def test_make_topology_rejects_misplaced_args():
     with pytest.raises(ValueError, match="p only applies to 'erdos_renyi'"):
         topo.make_topology("ring", 10, p=0.3)
-    with pytest.raises(ValueError, match="k only applies to 'random_in_neighbours'"):
-        topo.make_topology("ring", 10, k=3)
+    with pytest.raises(
+        ValueError, match="k only applies to 'random_in_neighbours' and 'random_out_neighbours'"
+    ):
+        topo.make_topology("directed_ring", 10, k=3)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -284,6 +460,15 @@ def test_validate_column_sum():
         topo.validate_mixing_matrix(W, stochastic="column")
     with pytest.raises(ValueError, match="column 0"):
         topo.validate_mixing_matrix(W, stochastic="doubly")
+    with pytest.raises(
+        ValueError, match=r"push-sum needs them to sum to one.*row stochastic.*plain gossip"
+    ):
+        topo.validate_mixing_matrix(W, stochastic="column")
+    # And the other way round: a column stochastic matrix checked as row stochastic.
+    with pytest.raises(
+        ValueError, match=r"row 0 sums to 0.5\. .*plain gossip needs.*column stochastic.*push-sum"
+    ):
+        topo.validate_mixing_matrix(W.T, stochastic="row")
 
 
 def test_validate_disconnected():

@@ -12,6 +12,7 @@ from fedjax_lab.algorithms.base import State
 from fedjax_lab.algorithms.base import model_bytes
 from fedjax_lab.algorithms.communication import Communication
 from fedjax_lab.algorithms.communication import gossip
+from fedjax_lab.algorithms.communication import push_sum
 from fedjax_lab.algorithms.communication import server_mean
 from fedjax_lab.algorithms.decentralized import decentralized
 from fedjax_lab.algorithms.decentralized import dfedavg
@@ -48,6 +49,7 @@ __all__ = (
     "fixed_step_counts",
     "gossip",
     "model_bytes",
+    "push_sum",
     "register",
     "server_mean",
     "uniform_step_counts",

@@ -93,6 +93,12 @@ class Algorithm:
       message_bytes: ``params -> {message-count metric: bytes per message}``.
       local_steps: batches each client consumes per round, or None for any number.
       host_hook: a :class:`HostHook`, or None.
+      mixing_stochastic: what a decentralized algorithm's mixing matrix must be: ``"row"``
+        stochastic (plain gossip) or ``"column"`` stochastic (push-sum); None when
+        server-based. A run checks its topology against it.
+      labels: the partition of the parameters (:mod:`fedjax_lab.partition`) whose
+        ``"shared"`` part is communicated; None when everything is. Evaluation measures
+        consensus over the shared part.
     """
 
     name: str
@@ -106,6 +112,8 @@ class Algorithm:
     message_bytes: Callable[[Any], dict[str, int]]
     local_steps: int | None = None
     host_hook: HostHook | None = None
+    mixing_stochastic: str | None = None
+    labels: Any = None
 
 
 def model_bytes(params: Any) -> int:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import ml_collections
+import numpy as np
 import optax
 
 from fedjax_lab import validation
+from fedjax_lab.algorithms import rounds
 from fedjax_lab.transforms import sharpness_aware
 
 SERVER_OPTIMIZERS = {
@@ -22,10 +24,42 @@ SERVER_OPTIMIZERS = {
 }
 
 
+STEP_COUNTS = ("equal", "fixed", "drawn")
+
+
+def step_counts(c: ml_collections.ConfigDict) -> rounds.StepCounts | None:
+    """Per-client local step counts (``local.step_counts``, ``local.min_steps``).
+
+    ``"fixed"`` draws client ``i``'s ``K_i`` uniformly from ``[min_steps, steps]`` once
+    (from ``config.seed``); ``"drawn"`` draws it anew every round (the round's steps
+    stream); ``"equal"`` runs every step. A client runs the first ``K_i`` steps of each
+    local phase.
+    """
+    kind = c.local.step_counts
+    validation.check_name("local.step_counts", kind, STEP_COUNTS)
+    if kind == "equal":
+        return None
+    low, high = c.local.min_steps, c.local.steps
+    if isinstance(low, bool) or not isinstance(low, int) or not 1 <= low <= high:
+        raise ValueError(
+            f"Expected an integer 1 <= local.min_steps <= local.steps = {high}, got {low!r}."
+        )
+    if kind == "drawn":
+        return rounds.uniform_step_counts(low, high)
+    rng = np.random.default_rng([c.seed, _FIXED_STEP_COUNTS_SALT])
+    return rounds.fixed_step_counts(rng.integers(low, high + 1, size=c.num_clients))
+
+
+_FIXED_STEP_COUNTS_SALT = 0x5E9C  # the fixed counts' own stream of config.seed
+
+
 def execution_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Client strategy and scan unrolling (``execution``)."""
+    """Client strategy, scan unrolling (``execution``) and per-client step counts."""
     return dict(
-        strategy=c.execution.strategy, chunk_size=c.execution.chunk_size, unroll=c.execution.unroll
+        strategy=c.execution.strategy,
+        chunk_size=c.execution.chunk_size,
+        unroll=c.execution.unroll,
+        step_counts=step_counts(c),
     )
 
 

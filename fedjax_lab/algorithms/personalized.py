@@ -1,4 +1,5 @@
-"""Partial personalization: DFedAlt, DFedSalt (decentralized), FedPer and FedRep (server).
+"""Partial personalization: DFedAlt, DFedSalt, DFedPGP (decentralized), FedPer and FedRep
+(server).
 
 The parameters are split by a partition (:mod:`fedjax_lab.partition`, the classifier head
 by default) into a shared part ``u`` and a personal part ``v_i`` that never leaves client
@@ -21,11 +22,17 @@ bodies of the cohort:
 * :func:`fedper`: a client trains body and head together from ``(u, v_i)``;
 * :func:`fedrep`: a client trains its head first with the body frozen, then the body.
 
+On directed graphs, :func:`dfedpgp` runs the same phases and then pushes the shared part
+with push-sum (:func:`~fedjax_lab.algorithms.communication.push_sum`) over a
+column-stochastic ``P``, training from the de-biased ``u_i / w_i``.
+
 Every client is evaluated with its own model ``(u_i, v_i)`` on its own test split.
 
 References:
   Shi et al., "Towards More Suitable Personalization in Federated Learning via
   Decentralized Partial Model Training" (DFedAlt, DFedSalt), 2023.
+  Liu et al., "Decentralized Directed Collaboration for Personalized Federated Learning"
+  (DFedPGP), CVPR 2024.
   Arivazhagan et al., "Federated Learning with Personalization Layers" (FedPer), 2019.
   Collins et al., "Exploiting Shared Representations for Personalized Federated Learning"
   (FedRep), ICML 2021.
@@ -91,16 +98,28 @@ def dfedalt(
       gossip_steps, order: Q and the update order (the papers gossip first).
       **kwargs: other arguments of :func:`~fedjax_lab.algorithms.rounds.compose`.
     """
+    return _alternating_decentralized(
+        loss_fn,
+        _alternating(head_optimizer, body_optimizer, head_steps, body_steps),
+        communication.gossip(gossip_steps),
+        labels,
+        num_clients=num_clients,
+        order=order,
+        name=name,
+        **kwargs,
+    )
+
+
+def _alternating_decentralized(loss_fn, phases, piece, labels, *, num_clients, name, **kw):
     return _checked(
         rounds.compose(
             loss_fn,
             name=name,
             num_clients=num_clients,
-            phases=_alternating(head_optimizer, body_optimizer, head_steps, body_steps),
-            communication=communication.gossip(gossip_steps),
+            phases=phases,
+            communication=piece,
             labels=labels,
-            order=order,
-            **kwargs,
+            **kw,
         ),
         labels,
     )
@@ -119,6 +138,81 @@ def dfedsalt(
     on the shared part alone."""
     body = sharpness_aware.sam_sgd(body_learning_rate, rho)
     return dfedalt(loss_fn, head_optimizer, body, name=name, **kwargs)
+
+
+def dfedpgp(
+    loss_fn: local.LossFn,
+    head_optimizer: optax.GradientTransformation,
+    body_optimizer: optax.GradientTransformation,
+    *,
+    num_clients: int,
+    head_steps: int,
+    body_steps: int,
+    labels: partition.LabelFn | Any = partition.head_labels,
+    gossip_steps: int = 1,
+    push: str = "update",
+    order: str = "train_then_gossip",
+    name: str = "dfedpgp",
+    **kwargs: Any,
+) -> base.Algorithm:
+    """DFedPGP: :func:`dfedalt`'s alternating phases, then push-sum of the shared part.
+
+    Per round, client ``i`` trains from its de-biased ``z_i = x_i / w_i``: the head ``v_i``
+    for ``K_v`` steps (body frozen), then the body for ``K_u`` steps (head frozen), which
+    moves its shared part by ``delta_i``; then it pushes
+    (:func:`~fedjax_lab.algorithms.communication.push_sum`) over the round's
+    column-stochastic ``P``:
+
+    .. math::
+
+      x_i \\leftarrow \\textstyle\\sum_j P_{ij} (w_j z_j + \\delta_j), \\qquad
+      w_i \\leftarrow \\textstyle\\sum_j P_{ij} w_j, \\qquad z_i = x_i / w_i.
+
+    What is pushed: the update (``push="update"``, the default), as the paper's analysis
+    does (a gradient push): each client's update enters the network's average with weight
+    ``1/N`` whatever its push-sum weight, so the average follows the mean update of the
+    clients. ``push="model"`` pushes ``w_i`` times the trained model instead, which weighs
+    client ``i``'s update by ``w_i``. The update exists only after training, so the order
+    is train, then push.
+
+    ``push="off"`` is the released code's variant: plain gossip (pull-averaging over the
+    round's in-neighbours, a row-stochastic ``W`` such as ``random_in_neighbours`` with
+    ``k = 10``), no push-sum weights.
+
+    Args:
+      head_optimizer, body_optimizer, head_steps, body_steps, labels: as for
+        :func:`dfedalt`.
+      gossip_steps: push (or gossip) steps per round.
+      push: ``"update"``, ``"model"`` or ``"off"`` (see above).
+      order: ``"train_then_gossip"``; ``"gossip_then_train"`` only with ``push`` "model"
+        or "off".
+      **kwargs: other arguments of :func:`~fedjax_lab.algorithms.rounds.compose`.
+    """
+    if push not in PUSH_VARIANTS:
+        raise ValueError(f"Unknown push {push!r}; expected one of {PUSH_VARIANTS}.")
+    if push == "update" and order != "train_then_gossip":
+        raise ValueError(
+            f"{name} with push='update' pushes each round's update, which exists only after "
+            f"training: use order='train_then_gossip', got {order!r} (or push='model')."
+        )
+    piece = (
+        communication.gossip(gossip_steps)
+        if push == "off"
+        else communication.push_sum(gossip_steps, push)
+    )
+    return _alternating_decentralized(
+        loss_fn,
+        _alternating(head_optimizer, body_optimizer, head_steps, body_steps),
+        piece,
+        labels,
+        num_clients=num_clients,
+        order=order,
+        name=name,
+        **kwargs,
+    )
+
+
+PUSH_VARIANTS = communication.PUSHES + ("off",)
 
 
 def personal_heads(labels: partition.LabelFn | Any) -> rounds.Persistent:
@@ -211,6 +305,12 @@ FIELDS = (
     config_lib.Field("personal.body_steps", 5, "K_u: steps on the shared part per round"),
     config_lib.Field("personal.head_learning_rate", 0.1, "step size of the personal phase"),
     config_lib.Field("personal.body_learning_rate", 0.1, "step size of the shared phase"),
+    config_lib.Field(
+        "personal.push",
+        "update",
+        "dfedpgp: push-sum of the update or the model, or off (the released code's "
+        "pull-average over a row-stochastic topology)",
+    ),
 )
 
 
@@ -250,6 +350,19 @@ def _build_dfedsalt(c, loss_fn):
     )
 
 
+def _build_dfedpgp(c, loss_fn):
+    head, body = _phase_optimizers(c)
+    return dfedpgp(
+        loss_fn,
+        head,
+        body,
+        labels=_labels(c),
+        push=c.personal.push,
+        **_steps(c),
+        **configured.decentralized_kwargs(c),
+    )
+
+
 def _build_fedper(c, loss_fn):
     return fedper(
         loss_fn, configured.local_sgd(c), labels=_labels(c), **configured.server_kwargs(c)
@@ -277,6 +390,13 @@ DFEDSALT = base.AlgorithmSpec(
     build=_build_dfedsalt,
     fields=FIELDS,
     defaults=_DECENTRALIZED_DEFAULTS,
+)
+DFEDPGP = base.AlgorithmSpec(
+    name="dfedpgp",
+    summary="dfedalt's phases with push-sum of the shared part over directed graphs",
+    build=_build_dfedpgp,
+    fields=FIELDS,
+    defaults={"communication.topology": "random_out_neighbours"},
 )
 FEDPER = base.AlgorithmSpec(
     name="fedper",

@@ -18,6 +18,7 @@ from fedjax_lab.algorithms.decentralized import DFEDSAM
 from fedjax_lab.algorithms.decentralized import DFEDSAM_MGS
 from fedjax_lab.algorithms.lottery import FED_LTP
 from fedjax_lab.algorithms.personalized import DFEDALT
+from fedjax_lab.algorithms.personalized import DFEDPGP
 from fedjax_lab.algorithms.personalized import DFEDSALT
 from fedjax_lab.algorithms.personalized import FEDPER
 from fedjax_lab.algorithms.personalized import FEDREP
@@ -48,6 +49,7 @@ _SPECS: dict[str, base.AlgorithmSpec] = {
         FEDREP,
         DFEDALT,
         DFEDSALT,
+        DFEDPGP,
     )
 }
 

@@ -12,8 +12,8 @@
   key from the privacy stream, ``key=fold_in(privacy, i)``, and the number of clients
   taking part, ``cohort_size`` (clipping, noise, sparsification);
   without one, a client sends its model as it is;
-* a **communication** piece (:mod:`fedjax_lab.algorithms.communication`): the server mean
-  or gossip, applied to the shared part of the parameters only (``labels``, a partition of
+* a **communication** piece (:mod:`fedjax_lab.algorithms.communication`): the server mean,
+  gossip or push-sum, applied to the shared part of the parameters only (``labels``, a partition of
   :mod:`fedjax_lab.partition`); the personal part never leaves the client;
 * a **server update** (server-based algorithms): an optax transformation of the
   pseudo-gradient ``x - mean_i(x + s_i)``, its state in ``State.server``:
@@ -197,8 +197,9 @@ def compose(
       name: the algorithm's name.
       num_clients: N.
       phases: the local phases, in order (:class:`~fedjax_lab.local.Phase`).
-      communication: :func:`~fedjax_lab.algorithms.communication.server_mean` or
-        :func:`~fedjax_lab.algorithms.communication.gossip`.
+      communication: :func:`~fedjax_lab.algorithms.communication.server_mean`,
+        :func:`~fedjax_lab.algorithms.communication.gossip` or
+        :func:`~fedjax_lab.algorithms.communication.push_sum`.
       cohort: the clients of each round (server-based only; the decentralized family trains
         every client): an int m for :func:`fixed_cohort`, or a :class:`Cohort` such as
         :func:`poisson_cohort`.
@@ -359,7 +360,9 @@ def compose(
             if transform is not None:  # neighbours receive x_j + T(y_j - x_j)
                 sent = jax.tree.map(jnp.add, partition.select(models, keep), delta)
             if order == "train_then_gossip":
-                sent, comm_state, models_sent = communication.combine(comm_state, mixing, sent)
+                sent, comm_state, models_sent = communication.combine(
+                    comm_state, mixing, sent, previous=partition.select(models, keep)
+                )
             new_params = partition.merge(sent, partition.split(trained, keep)[1])
         else:
             mean, comm_state, models_sent = communication.combine(
@@ -422,7 +425,7 @@ def compose(
         if sparse_messages:
             value = max(jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(shared))
             return {"coordinates_sent": value + INDEX_BYTES}
-        return {"models_sent": base.model_bytes(shared)}
+        return {"models_sent": base.model_bytes(shared) + communication.overhead_bytes}
 
     return base.Algorithm(
         name=name,
@@ -436,6 +439,8 @@ def compose(
         message_bytes=message_bytes,
         local_steps=steps_needed,
         host_hook=host_hook,
+        mixing_stochastic=communication.stochastic,
+        labels=None if labels is partition.everything_shared else labels,
     )
 
 
