@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 import statistics
 import tempfile
@@ -32,40 +31,10 @@ import time
 
 from fedjax_lab import config as config_lib
 from fedjax_lab import experiment
+from fedjax_lab.comparisons import paired_interval
+from fedjax_lab.comparisons import verdict
 
 ALGORITHMS = ("dp_fedavg", "dp_fedsam")
-
-# Two-sided 95% t quantiles t_{0.975, dof}, used when scipy is missing.
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def t_quantile(dof: int) -> float:
-    try:
-        from scipy import stats
-
-        return float(stats.t.ppf(0.975, dof))
-    except ImportError:
-        if dof not in _T975:
-            raise ValueError(f"No hard-coded t quantile for {dof} degrees of freedom.")
-        return _T975[dof]
-
-
-def paired_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """Mean of b - a and its 95% t-interval, paired by position."""
-    d = [y - x for x, y in zip(a, b)]
-    mean = statistics.mean(d)
-    if len(d) < 2:
-        return mean, -math.inf, math.inf
-    half = t_quantile(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
-    return mean, mean - half, mean + half
-
-
-def verdict(low: float, high: float) -> str:
-    if low > 0:
-        return "holds"
-    if high < 0:
-        return "does not hold"
-    return "inconclusive"
 
 
 def main() -> None:

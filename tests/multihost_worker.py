@@ -31,6 +31,7 @@ CASES = (
     "fedavg_m8",  # server mean over a cohort of 8: batches split over clients
     "fedavg_m6",  # cohort of 6, not divisible by 4 or 8 devices: batches replicated
     "dfedsam_dense_in_jit",  # experiment.build's shape: batches sampled inside the round
+    "dfedpgp_sparse",  # push-sum over a directed graph: values and weights split over clients
 )
 
 
@@ -98,6 +99,7 @@ from fedjax_lab import models
 from fedjax_lab import objectives
 from fedjax_lab import sharding
 from fedjax_lab import topology
+from fedjax_lab.algorithms import personalized
 from fedjax_lab.fingerprints import params_fingerprint
 from fedjax_lab.randomness import Stream
 from fedjax_lab.randomness import stream
@@ -135,6 +137,14 @@ def make_algorithms(loss_fn):
         ),
         "fedavg_m8": fedavg(8),
         "fedavg_m6": fedavg(6),
+        "dfedpgp": personalized.dfedpgp(
+            loss_fn,
+            optax.sgd(0.1),
+            optax.sgd(0.1),
+            num_clients=NUM_CLIENTS,
+            head_steps=1,
+            body_steps=LOCAL_STEPS - 1,
+        ),
     }
 
 
@@ -142,10 +152,15 @@ def case_spec(name):
     """``(algorithm name, mixing kind)`` of case ``name``."""
     if name.startswith("dfedsam"):
         return "dfedsam", "sparse" if name.endswith("sparse") else "dense"
+    if name == "dfedpgp_sparse":
+        return "dfedpgp", "push_sparse"
     return name, None
 
 
 def make_mixing(kind):
+    if kind == "push_sparse":  # column stochastic, uneven row sums: the weights move
+        out = topology.random_out_neighbours(NUM_CLIENTS, 3, seed=0).matrix(0)
+        return gossip.to_sparse(out)
     ring = topology.ring(NUM_CLIENTS).matrix(0)
     return {None: None, "dense": jnp.asarray(ring), "sparse": gossip.to_sparse(ring)}[kind]
 

@@ -9,7 +9,9 @@ import pytest
 
 from fedjax_lab import config as config_lib
 from fedjax_lab import experiment
+from fedjax_lab import gossip as gossip_lib
 from fedjax_lab import records
+from fedjax_lab import topology
 from fedjax_lab.algorithms import communication
 from fedjax_lab.algorithms import configured
 from fedjax_lab.algorithms import personalized
@@ -283,3 +285,21 @@ def test_configured_step_counts_cut_each_phase_per_client(kind):
         configured.step_counts(config_lib.update(c, {"local.min_steps": 4}))
     with pytest.raises(ValueError, match="step_counts"):
         configured.step_counts(config_lib.update(c, {"local.step_counts": "sometimes"}))
+
+
+def test_push_sum_gives_the_same_values_in_every_mixing_form():
+    n = 10
+    x = {"u": jnp.asarray(np.random.default_rng(1).normal(size=(n, 4)), jnp.float32)}
+    before = {"u": x["u"] * 0.5}
+    piece = communication.push_sum(3, "update")
+    for p in (column_stochastic_matrix(n), topology.directed_ring(n).matrix(0)):
+        dense = piece.combine(piece.init(n), jnp.asarray(p), x, previous=before)
+        forms = [gossip_lib.to_sparse(p)]
+        if gossip_lib.to_circulant(p) is not None:
+            forms.append(gossip_lib.to_circulant(p))
+        for form in forms:
+            other = piece.combine(piece.init(n), form, x, previous=before)
+            np.testing.assert_allclose(other[0]["u"], dense[0]["u"], atol=1e-6)
+            np.testing.assert_allclose(other[1], dense[1], atol=1e-6)
+            assert int(other[2]) == int(dense[2])
+    assert len(forms) == 2  # the directed ring is circulant

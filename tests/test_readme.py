@@ -18,3 +18,4 @@ def test_readme_python_blocks_run(tmp_path):
     assert namespace["state"].params["head"]["kernel"].shape == (8, 200, 10)
     assert 0.0 <= namespace["summary"]["test_accuracy"] <= 1.0
     assert abs(namespace["ring"].spectral_gap() - 0.0013157) < 1e-5
+    assert abs(namespace["values"]["u"] - 7.5).max() < 1e-3  # push-sum's exact average

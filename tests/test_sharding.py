@@ -32,7 +32,9 @@ TIMEOUT_S = 240  # for all workers together; generous, for a loaded 2-core CI ma
 PEER_GRACE_S = 30  # how long one multi-host process may outlive its peer
 TOLERANCE = 1e-6
 GOSSIP_CASES = ("dfedsam_dense", "dfedsam_sparse")
-SINGLE_CASES = "dfedsam_dense@8+4,dfedsam_sparse@8+4,fedavg_m8,dfedsam_dense_in_jit"
+SINGLE_CASES = (
+    "dfedsam_dense@8+4,dfedsam_sparse@8+4,fedavg_m8,dfedsam_dense_in_jit,dfedpgp_sparse@8"
+)
 MULTIHOST_CASES = "dfedsam_dense,dfedsam_sparse,fedavg_m8"
 
 
@@ -155,7 +157,7 @@ def test_sharded_rounds_equal_one_device_rounds(reports):
         bitwise[name] = result["bitwise_equal"]
         layout = result["layout"]
         assert layout["num_devices"] == 8, (name, layout)
-        if name.startswith("dfedsam"):
+        if name.startswith(("dfedsam", "dfedpgp")):
             # params [16, ...] split over 8 devices: 2 clients on each.
             assert layout["spec"] == "P('clients',)", (name, layout)
             assert (layout["num_local_shards"], layout["local_shard_rows"]) == (8, [2])

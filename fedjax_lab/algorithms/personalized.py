@@ -54,6 +54,8 @@ from fedjax_lab.algorithms import configured
 from fedjax_lab.algorithms import rounds
 from fedjax_lab.transforms import sharpness_aware
 
+PUSH_VARIANTS = communication.PUSHES + ("off",)  # dfedpgp's; "off" = plain gossip
+
 
 def _alternating(head_optimizer, body_optimizer, head_steps, body_steps):
     head_steps = base.check_positive_int("head_steps", head_steps)
@@ -212,9 +214,6 @@ def dfedpgp(
     )
 
 
-PUSH_VARIANTS = communication.PUSHES + ("off",)
-
-
 def personal_heads(labels: partition.LabelFn | Any) -> rounds.Persistent:
     """Each client's personal part, kept by the server: the received model's, at first; a
     client starts from the received shared part and its own personal part."""
@@ -305,12 +304,12 @@ FIELDS = (
     config_lib.Field("personal.body_steps", 5, "K_u: steps on the shared part per round"),
     config_lib.Field("personal.head_learning_rate", 0.1, "step size of the personal phase"),
     config_lib.Field("personal.body_learning_rate", 0.1, "step size of the shared phase"),
-    config_lib.Field(
-        "personal.push",
-        "update",
-        "dfedpgp: push-sum of the update or the model, or off (the released code's "
-        "pull-average over a row-stochastic topology)",
-    ),
+)
+PUSH_FIELD = config_lib.Field(
+    "personal.push",
+    "update",
+    "push-sum of the update or of the model, or off (the released code's pull-average over "
+    "a row-stochastic topology)",
 )
 
 
@@ -395,7 +394,7 @@ DFEDPGP = base.AlgorithmSpec(
     name="dfedpgp",
     summary="dfedalt's phases with push-sum of the shared part over directed graphs",
     build=_build_dfedpgp,
-    fields=FIELDS,
+    fields=FIELDS + (PUSH_FIELD,),
     defaults={"communication.topology": "random_out_neighbours"},
 )
 FEDPER = base.AlgorithmSpec(
