@@ -225,8 +225,8 @@ def plot_topology(
     else:
         value = topology.spectral_gap() if doubly else topology.second_eigenvalue_modulus()
         detail = f"{measure} {_format_gap(value)}"
-    if topology.stochastic != "doubly":
-        detail += f" ({topology.stochastic} stochastic)"
+    if topology.stochastic != "doubly":  # on a line of its own: the title stays narrow
+        detail += f"\n{topology.stochastic} stochastic"
 
     fig = Figure(figsize=TOPOLOGY_FIGSIZE, layout="constrained")
     ax = fig.subplots()

@@ -158,7 +158,7 @@ def column_stochastic_matrix(n, seed=0):
     return p / p.sum(axis=0, keepdims=True)
 
 
-@pytest.mark.parametrize("push", ["update", "model"])
+@pytest.mark.parametrize("push", ["update", "model", "off"])
 def test_dfedpgp_rounds_match_the_numpy_reference(push):
     alg = personalized.dfedpgp(
         LOSS,
@@ -173,14 +173,29 @@ def test_dfedpgp_rounds_match_the_numpy_reference(push):
     params, batches = problem()
     p = column_stochastic_matrix(N)
     assert not np.allclose(p.sum(axis=1), 1.0)  # push-sum weights move away from 1
+    if push == "off":  # the released variant: each client averages what it receives
+        p = p / p.sum(axis=1, keepdims=True)
     models, weights = [as64(params)] * N, [1.0] * N
     state = alg.init(params)
     for t in range(3):
         state, metrics = alg.round(state, jnp.asarray(p, jnp.float32), batches, jax.random.key(t))
+        # With weights 1 and a row-stochastic W, the reference's push is plain gossip.
         models, weights = ref.push_sum_round(
-            models, weights, p, as64(batches)["x"], batches["y"], HEAD_LR, BODY_LR, 1, ["b"], push
+            models,
+            weights,
+            p,
+            as64(batches)["x"],
+            batches["y"],
+            HEAD_LR,
+            BODY_LR,
+            1,
+            ["b"],
+            "update" if push == "off" else push,
         )
-        np.testing.assert_allclose(state.communication, weights, rtol=1e-5)
+        if push == "off":
+            assert state.communication == () and np.allclose(weights, 1.0)
+        else:
+            np.testing.assert_allclose(state.communication, weights, rtol=1e-5)
         for i in range(N):
             assert_close(client(state.params, i), models[i])
     assert int(metrics["models_sent"]) == int(np.sum((p != 0) & ~np.eye(N, dtype=bool)))

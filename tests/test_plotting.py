@@ -186,7 +186,7 @@ def test_plot_topology_title_names_the_right_measure(tmp_path, monkeypatch):
     modulus = topology.second_eigenvalue_modulus(W)
     assert "spectral gap" not in titles[1]
     assert f"round 0: |lambda_2| {modulus:.4g}" in titles[1]
-    assert titles[1].endswith("(column stochastic)")
+    assert titles[1].endswith("\ncolumn stochastic")
 
 
 def test_plot_topology_time_varying_round_and_errors(tmp_path):
