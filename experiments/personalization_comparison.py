@@ -16,6 +16,7 @@ Accuracy is the final mean per-client test accuracy: each client's own model on 
 test split (its personalized accuracy; for fedavg and dfedavg, the model it holds). The
 verdicts compare paired-by-seed differences with a 95% t-interval
 (:mod:`fedjax_lab.comparisons`). Run directories go to --runs, outside the repository.
+The discussion below the table in the results file is written by hand and kept on reruns.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from fedjax_lab import config as config_lib
 from fedjax_lab import experiment
 from fedjax_lab.comparisons import paired_interval
 from fedjax_lab.comparisons import verdict
+
+DISCUSSION = "<!-- discussion: kept when the table is regenerated -->"
 
 # label -> (algorithm, config overrides)
 RUNS = {
@@ -166,7 +169,9 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
+    # The discussion below the marker is written by hand: a rerun keeps it.
+    kept = out.read_text().partition(DISCUSSION)[2] if out.exists() else ""
+    out.write_text(table + ("\n" + DISCUSSION + kept if kept else ""))
     print(table)
 
 
