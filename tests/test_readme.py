@@ -19,3 +19,5 @@ def test_readme_python_blocks_run(tmp_path):
     assert 0.0 <= namespace["summary"]["test_accuracy"] <= 1.0
     assert abs(namespace["ring"].spectral_gap() - 0.0013157) < 1e-5
     assert abs(namespace["values"]["u"] - 7.5).max() < 1e-3  # push-sum's exact average
+    losses = namespace["zo_result"].losses
+    assert float(losses[-1]) < float(losses[0])  # zeroth-order training through a black box

@@ -5,7 +5,8 @@ SAM and the proximal pull rewrite a local step's gradient. The client-level DP p
 client's update before it is sent, and ``empty_cohort_noise`` is the server's share of the
 noise. The pruning pieces (:mod:`fedjax_lab.transforms.pruning`: ``apply_mask``,
 ``magnitude_pruning``) keep a broadcast mask on the client and prune the model on the
-server.
+server. The zeroth-order estimators (:mod:`fedjax_lab.transforms.zeroth_order`:
+``zo_gradient``, ``spsa``, ``spsa_gc``) build a gradient from loss values alone.
 """
 
 from fedjax_lab.transforms.dp import clip
@@ -18,6 +19,9 @@ from fedjax_lab.transforms.pruning import magnitude_pruning
 from fedjax_lab.transforms.sharpness_aware import sam
 from fedjax_lab.transforms.sharpness_aware import sam_perturbation
 from fedjax_lab.transforms.sharpness_aware import sam_sgd
+from fedjax_lab.transforms.zeroth_order import spsa
+from fedjax_lab.transforms.zeroth_order import spsa_gc
+from fedjax_lab.transforms.zeroth_order import zo_gradient
 
 __all__ = (
     "apply_mask",
@@ -29,5 +33,8 @@ __all__ = (
     "sam",
     "sam_perturbation",
     "sam_sgd",
+    "spsa",
+    "spsa_gc",
     "top_k",
+    "zo_gradient",
 )
