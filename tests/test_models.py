@@ -168,7 +168,14 @@ def test_head_is_named_head(name):
 
 
 def test_available_models():
-    assert models.available_models() == ("mlp", "fedavg_cnn", "emnist_cnn", "resnet18", "vgg11")
+    assert models.available_models() == (
+        "mlp",
+        "fedavg_cnn",
+        "emnist_cnn",
+        "resnet18",
+        "vgg11",
+        "vit",
+    )
 
 
 def test_make_model_unknown_name():
@@ -223,3 +230,24 @@ def test_deterministic_and_differentiable(name):
     leaves = jax.tree.leaves(grads)
     assert all(np.all(np.isfinite(g)) for g in leaves)
     assert all(np.any(g != 0) for g in leaves)
+
+
+def test_vit_forward_parameter_count_and_split_parts():
+    model = models.make_model("vit", 10, patch_size=2, dim=16, depth=2, heads=2, mlp_ratio=2)
+    _check_forward(model, (8, 8, 1), batch=3)
+    params = _numpy_params(model, (8, 8, 1))
+    tokens, dim = 16, 16  # (8 / 2)^2 patches of 2 x 2 x 1
+    block = 2 * 2 * dim + 4 * _dense(dim, dim) + _dense(dim, 2 * dim) + _dense(2 * dim, dim)
+    expected = _dense(4, dim) + tokens * dim + 2 * block + 2 * dim + _dense(dim, 10)
+    assert _num_params(params) == expected
+    assert sorted(params) == ["body", "embedding", "head", "norm"]
+    # The client's input embedding and classifier around the server's body is the model.
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 8, 8, 1)), jnp.float32)
+    variables = {"params": params}
+    hidden = model.apply(variables, model.apply(variables, x, method="embed"), method="encode")
+    np.testing.assert_allclose(
+        model.apply(variables, hidden, method="classify"), model.apply(variables, x), rtol=1e-6
+    )
+    assert hidden.shape == (3, tokens, dim)
+    with pytest.raises(ValueError, match="divisible by patch_size=3"):
+        models.make_model("vit", 10, patch_size=3).init(KEY, jnp.zeros((1, 8, 8, 1)))

@@ -28,6 +28,7 @@ from fedjax_lab.models.conv import max_pool
 from fedjax_lab.models.mlp import MLP
 from fedjax_lab.models.resnet import ResNet18
 from fedjax_lab.models.vgg import VGG11
+from fedjax_lab.models.vit import ViT
 
 __all__ = [
     "Conv",
@@ -36,6 +37,7 @@ __all__ = [
     "MLP",
     "ResNet18",
     "VGG11",
+    "ViT",
     "available_models",
     "conv2d",
     "init_params",
@@ -49,6 +51,7 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "emnist_cnn": EmnistCNN,
     "resnet18": ResNet18,
     "vgg11": VGG11,
+    "vit": ViT,
 }
 
 
@@ -61,7 +64,8 @@ def make_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Builds the model registered as ``name`` with ``num_classes`` outputs.
 
     ``kwargs`` are the model's other fields (``hidden_sizes`` for ``"mlp"``,
-    ``num_groups`` for ``"resnet18"``/``"vgg11"``, ``conv`` for the two CNNs). Raises
+    ``num_groups`` for ``"resnet18"``/``"vgg11"``, ``conv`` for the two CNNs, ``patch_size``,
+    ``dim``, ``depth``, ``heads``, ``mlp_ratio`` for ``"vit"``). Raises
     ValueError for an unknown name and TypeError for a keyword the model does not accept.
     """
     validation.check_name("model", name, _REGISTRY)
