@@ -45,9 +45,10 @@ def estimates(transform, n, params=PARAMS):
         zo.zo_gradient(0.05),
         zo.zo_gradient(0.05, estimator="forward"),
         zo.zo_gradient(0.05, distribution="sphere"),
+        zo.zo_gradient(0.05, distribution="rademacher"),
         zo.spsa(0.05),
     ],
-    ids=["two_point", "forward", "sphere", "spsa"],
+    ids=["two_point", "forward", "sphere", "rademacher", "spsa"],
 )
 def test_estimates_are_unbiased_on_a_quadratic(transform):
     g = estimates(transform, 20000)
@@ -56,13 +57,21 @@ def test_estimates_are_unbiased_on_a_quadratic(transform):
     assert np.all(np.abs(g.mean(axis=0) - GRAD) < 4.5 * standard_error), (g.mean(0), GRAD)
 
 
-@pytest.mark.parametrize("distribution, excess", [("gaussian", D + 1), ("sphere", D - 1)])
+@pytest.mark.parametrize(
+    "distribution, excess", [("gaussian", D + 1), ("sphere", D - 1), ("rademacher", D - 1)]
+)
 def test_the_variance_falls_as_one_over_q(distribution, excess):
     for q in (1, 4, 16):
         g = estimates(zo.zo_gradient(0.05, q, distribution=distribution), 8000)
         error = np.mean(np.sum((g - GRAD) ** 2, axis=1))
         theory = excess * np.sum(GRAD**2) / q  # E ||g - grad||^2 for the two-point estimate
         assert error == pytest.approx(theory, rel=0.12), (q, error, theory)
+
+
+def test_rademacher_directions_are_signs_of_balanced_bits():
+    u = np.asarray(zo.direction(jax.random.key(3), 0, 100_001, "rademacher"))
+    assert set(np.unique(u)) == {-1.0, 1.0} and abs(u.mean()) < 0.01
+    assert np.array_equal(u, np.asarray(zo.direction(jax.random.key(3), 0, 100_001, "rademacher")))
 
 
 def test_a_step_is_replayed_from_its_key_and_the_direction_index():
