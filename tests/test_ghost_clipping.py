@@ -26,6 +26,16 @@ class Strided(nn.Module):
         return nn.Dense(7, name="head")(x.reshape(x.shape[0], -1))
 
 
+class LibraryConvs(nn.Module):
+    """The library's stride-1 convolution (what the CNNs use on CPU), SAME and VALID."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(models.Conv(5, (3, 3), padding="SAME", name="same")(x))
+        x = nn.relu(models.Conv(4, (2, 2), padding="VALID", name="valid")(x))
+        return nn.Dense(6, name="head")(x.reshape(x.shape[0], -1))
+
+
 class Normalized(nn.Module):
     """A GroupNorm's scale and bias are outside the dense and convolution layers."""
 
@@ -65,7 +75,7 @@ def per_example_squared_norms(loss_fn, params, batch):
 
 CASES = {
     "mlp": (lambda: models.make_model("mlp", 10, hidden_sizes=(16, 8)), (12,), 10),
-    "emnist_cnn": (lambda: models.make_model("emnist_cnn", 62), (28, 28, 1), 62),
+    "library_convs": (lambda: LibraryConvs(), (9, 8, 2), 6),
     "flax_convs": (lambda: Strided(), (11, 9, 2), 7),
 }
 
