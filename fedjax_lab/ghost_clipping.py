@@ -66,13 +66,14 @@ def _pairs(value: Any, rank: int) -> tuple[int, ...]:
 
 def _conv_geometry(module: nn.Module, rank: int) -> dict[str, Any] | None:
     """How to cut a 2-D convolution's input into patches, or None where that is not
-    supported (grouped, input-dilated, circular or causal, not 2-D)."""
+    supported (grouped, masked, input-dilated, circular or causal, not 2-D)."""
     if rank != 2:
         return None
     if isinstance(module, conv_lib.Conv):  # the library's stride-1 convolution
         strides, dilation = (1, 1), (1, 1)
     else:
-        if module.feature_group_count != 1 or _pairs(module.input_dilation, 2) != (1, 1):
+        grouped_or_masked = module.feature_group_count != 1 or module.mask is not None
+        if grouped_or_masked or _pairs(module.input_dilation, 2) != (1, 1):
             return None
         strides, dilation = _pairs(module.strides, 2), _pairs(module.kernel_dilation, 2)
     kernel = tuple(module.kernel_size)
@@ -247,7 +248,7 @@ def squared_norms(loss_fn: Callable, params: Any, batch: Any) -> jax.Array | Non
     Returns:
       The squared per-example gradient norms, or None when the model has a parameter
       outside those layers, calls one twice, or uses a convolution this module does not
-      handle (grouped, input-dilated, circular or causal padding, not 2-D).
+      handle (grouped, masked, input-dilated, circular or causal padding, not 2-D).
     """
     tapped = _tapped_pass(loss_fn, params, batch)
     if tapped is None:
