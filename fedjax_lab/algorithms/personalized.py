@@ -66,8 +66,10 @@ def _alternating(head_optimizer, body_optimizer, head_steps, body_steps):
     ]
 
 
-def _checked(alg: base.Algorithm, labels: Any) -> base.Algorithm:
-    """``alg`` whose ``init`` rejects a partition with an empty shared or personal part."""
+def _composed(loss_fn: local.LossFn, labels: Any, **compose_kwargs: Any) -> base.Algorithm:
+    """``rounds.compose`` with the partition ``labels``, whose ``init`` rejects a partition
+    with an empty shared or personal part."""
+    alg = rounds.compose(loss_fn, labels=labels, **compose_kwargs)
     init = alg.init
 
     def checked_init(params):
@@ -100,30 +102,15 @@ def dfedalt(
       gossip_steps, order: Q and the update order (the papers gossip first).
       **kwargs: other arguments of :func:`~fedjax_lab.algorithms.rounds.compose`.
     """
-    return _alternating_decentralized(
+    return _composed(
         loss_fn,
-        _alternating(head_optimizer, body_optimizer, head_steps, body_steps),
-        communication.gossip(gossip_steps),
         labels,
-        num_clients=num_clients,
-        order=order,
         name=name,
+        num_clients=num_clients,
+        phases=_alternating(head_optimizer, body_optimizer, head_steps, body_steps),
+        communication=communication.gossip(gossip_steps),
+        order=order,
         **kwargs,
-    )
-
-
-def _alternating_decentralized(loss_fn, phases, piece, labels, *, num_clients, name, **kw):
-    return _checked(
-        rounds.compose(
-            loss_fn,
-            name=name,
-            num_clients=num_clients,
-            phases=phases,
-            communication=piece,
-            labels=labels,
-            **kw,
-        ),
-        labels,
     )
 
 
@@ -202,14 +189,14 @@ def dfedpgp(
         if push == "off"
         else communication.push_sum(gossip_steps, push)
     )
-    return _alternating_decentralized(
+    return _composed(
         loss_fn,
-        _alternating(head_optimizer, body_optimizer, head_steps, body_steps),
-        piece,
         labels,
-        num_clients=num_clients,
-        order=order,
         name=name,
+        num_clients=num_clients,
+        phases=_alternating(head_optimizer, body_optimizer, head_steps, body_steps),
+        communication=piece,
+        order=order,
         **kwargs,
     )
 
@@ -232,20 +219,16 @@ def personal_heads(labels: partition.LabelFn | Any) -> rounds.Persistent:
     )
 
 
-def _server_personalized(loss_fn, phases, labels, *, num_clients, clients_per_round, name, **kw):
-    return _checked(
-        rounds.compose(
-            loss_fn,
-            name=name,
-            num_clients=num_clients,
-            phases=phases,
-            cohort=clients_per_round,
-            communication=communication.server_mean(),
-            persistent=personal_heads(labels),
-            labels=labels,
-            **kw,
-        ),
+def _server_personalized(loss_fn, phases, labels, *, clients_per_round, **kw):
+    """The server's mean of the shared parts, every client's head kept by the server."""
+    return _composed(
+        loss_fn,
         labels,
+        phases=phases,
+        cohort=clients_per_round,
+        communication=communication.server_mean(),
+        persistent=personal_heads(labels),
+        **kw,
     )
 
 
