@@ -61,27 +61,6 @@ def test_dfedalt_and_dfedsalt_rounds_match_the_numpy_reference(rho):
             assert_close(client(state.params, i), models[i])
 
 
-def test_gossip_never_touches_a_clients_personal_part():
-    # Body steps with a zero learning rate: only gossip could change anything.
-    alg = personalized.dfedalt(
-        LOSS,
-        optax.sgd(0.0),
-        optax.sgd(0.0),
-        num_clients=N,
-        head_steps=1,
-        body_steps=2,
-        labels=LABELS,
-    )
-    params, batches = problem()
-    heads = np.arange(N * 3, dtype=np.float32).reshape(N, 3)
-    bodies = np.random.default_rng(0).normal(size=(N,) + params["w"].shape).astype(np.float32)
-    state = alg.init(params)._replace(params={"w": jnp.asarray(bodies), "b": jnp.asarray(heads)})
-    w = ref.ring_matrix(N)
-    state, _ = alg.round(state, jnp.asarray(w, jnp.float32), batches, jax.random.key(0))
-    np.testing.assert_array_equal(state.params["b"], heads)
-    np.testing.assert_allclose(state.params["w"], np.einsum("ij,j...->i...", w, bodies), atol=1e-6)
-
-
 @pytest.mark.parametrize("name", ["fedper", "fedrep"])
 def test_fedper_and_fedrep_keep_every_clients_head_across_rounds(name):
     if name == "fedper":
@@ -217,8 +196,17 @@ def test_push_sum_finds_the_exact_average_where_row_stochastic_mixing_is_biased(
     assert np.abs(np.asarray(plain["u"])[0] - x.mean(0)).max() > 0.05  # ... a biased one
 
 
-def test_push_sum_never_touches_a_clients_personal_part():
-    alg = personalized.dfedpgp(
+@pytest.mark.parametrize(
+    "factory, matrix, atol",
+    [
+        (personalized.dfedalt, lambda: ref.ring_matrix(N), 1e-6),  # gossip
+        (personalized.dfedpgp, lambda: column_stochastic_matrix(N), 1e-5),  # push-sum
+    ],
+    ids=["gossip", "push_sum"],
+)
+def test_mixing_never_touches_a_clients_personal_part(factory, matrix, atol):
+    # Zero learning rates: only the mixing could change anything.
+    alg = factory(
         LOSS,
         optax.sgd(0.0),
         optax.sgd(0.0),
@@ -231,12 +219,12 @@ def test_push_sum_never_touches_a_clients_personal_part():
     heads = np.arange(N * 3, dtype=np.float32).reshape(N, 3)
     bodies = np.random.default_rng(0).normal(size=(N,) + params["w"].shape).astype(np.float32)
     state = alg.init(params)._replace(params={"w": jnp.asarray(bodies), "b": jnp.asarray(heads)})
-    p = column_stochastic_matrix(N)
-    state, _ = alg.round(state, jnp.asarray(p, jnp.float32), batches, jax.random.key(0))
+    w = matrix()
+    state, _ = alg.round(state, jnp.asarray(w, jnp.float32), batches, jax.random.key(0))
     np.testing.assert_array_equal(state.params["b"], heads)
-    w = p.sum(axis=1)  # the weights after one push from 1
-    expected = np.einsum("ij,j...->i...", p, bodies) / w.reshape(-1, 1, 1)
-    np.testing.assert_allclose(state.params["w"], expected, atol=1e-5)
+    # Gossip: W x. Push-sum from weights 1: (P x) / (P 1), the de-biased values.
+    expected = np.einsum("ij,j...->i...", w, bodies) / w.sum(axis=1).reshape(-1, 1, 1)
+    np.testing.assert_allclose(state.params["w"], expected, atol=atol)
 
 
 def test_the_wrong_stochasticity_is_an_error():
