@@ -1,8 +1,9 @@
-"""Helpers shared by the round-throughput benchmarks (``throughput.py``, ``cnn_throughput.py``).
+"""Helpers shared by the benchmarks (``throughput.py``, ``cnn_throughput.py``, ``privacy.py``,
+``personalization.py``, ``zeroth_order.py``).
 
-Machine information, the dense matmul peak, the ``dD`` device part of a variant name, one
-timed round of an algorithm with its batch sampling (on one device or with the clients split
-over several), timing (median of repeats, implementations interleaved round by round), the
+Machine information, the dense matmul peak, one client's local-step workload, the ``dD``
+device part of a variant name, one timed round of an algorithm with its batch sampling (on
+one device or with the clients split over several), timing (median of repeats, implementations interleaved round by round), the
 result rows and table, the verdict of the "best JAX against the PyTorch reference" target and
 the result JSON.
 """
@@ -26,8 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import fedjax_lab
+from fedjax_lab import models
 from fedjax_lab import sharding
 from fedjax_lab.data import sample_batches
+from fedjax_lab.objectives import cross_entropy_loss
 
 
 def log(msg: str) -> None:
@@ -255,6 +258,24 @@ def round_step(
         holder["state"] = state
 
     return step
+
+
+def step_problem(model_name: str, steps: int, batch: int) -> tuple[Any, Any, Any]:
+    """One client's local-step workload: the MLP 60-200-200-10 (``"mlp"``, 10 classes) or the
+    EMNIST CNN (``"emnist_cnn"``, 28x28x1, 62 classes) with ``steps`` random batches of
+    ``batch`` examples. Returns ``(params, loss_fn, batches)``."""
+    if model_name == "mlp":
+        model, shape, classes = models.make_model("mlp", 10, hidden_sizes=(200, 200)), (60,), 10
+    else:
+        model, shape, classes = models.make_model("emnist_cnn", 62), (28, 28, 1), 62
+    params = models.init_params(model, shape, jax.random.key(0))
+    loss_fn = cross_entropy_loss(lambda p, x: model.apply({"params": p}, x))
+    key = jax.random.key(2)
+    batches = {
+        "x": jax.random.normal(key, (steps, batch, *shape)),
+        "y": jax.random.randint(key, (steps, batch), 0, classes),
+    }
+    return params, loss_fn, batches
 
 
 class Runner(NamedTuple):

@@ -40,7 +40,6 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +51,7 @@ from common import log_machine
 from common import machine_info
 from common import round_step
 from common import run_interleaved
+from common import step_problem
 from common import write_result
 
 from fedjax_lab import algorithms
@@ -126,18 +126,8 @@ def noisy_batch_gradient(std: float):
 
 
 def step_runners(model_name: str, steps: int, batch: int) -> list[Runner]:
-    if model_name == "mlp":
-        model, shape = models.make_model("mlp", 10, hidden_sizes=(200, 200)), (60,)
-    else:
-        model, shape = models.make_model("emnist_cnn", 62), (28, 28, 1)
-    classes = 10 if model_name == "mlp" else 62
-    params = models.init_params(model, shape, jax.random.key(0))
-    loss_fn = cross_entropy_loss(lambda p, x: model.apply({"params": p}, x))
+    params, loss_fn, batches = step_problem(model_name, steps, batch)
     key = jax.random.key(2)
-    batches = {
-        "x": jax.random.normal(key, (steps, batch, *shape)),
-        "y": jax.random.randint(key, (steps, batch), 0, classes),
-    }
     hooks = {
         "plain": gradients.batch_gradient,
         "dp-sgd": gradients.per_example_clipped_gradient(CLIP, SIGMA),

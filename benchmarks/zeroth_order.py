@@ -34,30 +34,20 @@ from common import log
 from common import log_machine
 from common import machine_info
 from common import run_interleaved
+from common import step_problem
 from common import write_result
 
 from fedjax_lab import execution
 from fedjax_lab import local
-from fedjax_lab import models
 from fedjax_lab import transforms
-from fedjax_lab.objectives import cross_entropy_loss
 
 TARGET = 1.2
 DISTRIBUTIONS = ("gaussian", "rademacher")
 
 
 def runners(model_name: str, directions: list[int], steps: int, batch: int) -> list[Runner]:
-    if model_name == "mlp":
-        model, shape, classes = models.make_model("mlp", 10, hidden_sizes=(200, 200)), (60,), 10
-    else:
-        model, shape, classes = models.make_model("emnist_cnn", 62), (28, 28, 1), 62
-    params = models.init_params(model, shape, jax.random.key(0))
-    loss_fn = cross_entropy_loss(lambda p, x: model.apply({"params": p}, x))
+    params, loss_fn, batches = step_problem(model_name, steps, batch)
     key = jax.random.key(2)
-    batches = {
-        "x": jax.random.normal(key, (steps, batch, *shape)),
-        "y": jax.random.randint(key, (steps, batch), 0, classes),
-    }
 
     def forward_steps(p, b):  # new parameters every step, as in training (no hoisting)
         def step(q, bk):
