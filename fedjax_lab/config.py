@@ -52,8 +52,20 @@ class Field(NamedTuple):
 
 FIELDS: tuple[Field, ...] = (
     Field("algorithm", "dfedsam", "fedjax-lab list shows the choices"),
-    Field("dataset", "digits", "digits, synthetic, or a TFDS dataset"),
-    Field("model", "mlp", "mlp, fedavg_cnn, emnist_cnn, resnet18, vgg11"),
+    Field(
+        "dataset",
+        None,
+        "digits, a task derived from them (digits_inverted, ...), synthetic, or a TFDS "
+        "dataset; None = digits, or the algorithm's target task (zeroth-order family)",
+        str,
+    ),
+    Field(
+        "model",
+        None,
+        "mlp, fedavg_cnn, emnist_cnn, resnet18, vgg11, vit, or pretrained (zo.model, tuned); "
+        "None = mlp, or pretrained for the algorithms that tune one",
+        str,
+    ),
     Field("num_clients", 100, "N, the client population"),
     Field("rounds", 200, "communication rounds"),
     Field("seed", 0, "model init, client sampling, batches, local training"),
@@ -71,7 +83,12 @@ FIELDS: tuple[Field, ...] = (
     Field("data.data_dir", None, "TFDS data directory; None = $TFDS_DATA_DIR or TFDS's", str),
     Field("local.steps", 10, "K, local steps per round"),
     Field("local.batch_size", 32, "examples per local step"),
-    Field("local.learning_rate", 0.1, "local SGD step size"),
+    Field(
+        "local.learning_rate",
+        None,
+        "local step size; None = 0.1, or the algorithm's (zeroth-order family)",
+        float,
+    ),
     Field("local.lr_decay", 0.998, "local updates scaled by lr_decay ** round"),
     Field(
         "local.momentum", None, "heavy-ball momentum, reset every round (0.9 for dfedavgm)", float
@@ -358,6 +375,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c = with_algorithm(config, config.algorithm)
     spec = registry.spec(c.algorithm)
     filled: dict[str, Any] = {
+        "dataset": "digits",
+        "model": "mlp",
+        "local.learning_rate": 0.1,
         "local.momentum": 0.0,
         "sam.rho": 0.05,
         "communication.gossip_steps": 1,
@@ -365,7 +385,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "communication.topology": "ring",
     }
     filled.update(spec.defaults)
-    filled["data.partition"] = data.default_partition(c.dataset)
+    filled["data.partition"] = data.default_partition(c.dataset or filled["dataset"])
     filled["server.clients_per_round"] = default_clients_per_round(c.num_clients)
     graph = c.communication.topology or filled["communication.topology"]
     if graph == "erdos_renyi":

@@ -66,6 +66,7 @@ from fedjax_lab.algorithms import base
 from fedjax_lab.algorithms import registry
 
 GOSSIP_MODES = ("auto", "dense", "sparse")
+PRETRAINED = "pretrained"  # config.model: the algorithm's pre-trained model (zo.model)
 SHARD_MODES = ("auto", "yes", "no")
 
 
@@ -404,6 +405,23 @@ def _compile_round(c, algorithm_with, args, root, placement, params, jit_kwargs)
     )
 
 
+def _model(c: ml_collections.ConfigDict, dataset: data_lib.FederatedDataset, key: jax.Array):
+    """The run's flax module and initial parameters: ``config.model`` from its
+    initialization, or the algorithm's pre-trained model (``config.model = "pretrained"``)."""
+    if c.model != PRETRAINED:
+        model = models.make_model(c.model, dataset.num_classes)
+        return model, models.init_params(model, dataset.input_shape, key)
+    spec = registry.spec(c.algorithm)
+    if spec.model is None:
+        tuners = [n for n in registry.available_algorithms() if registry.spec(n).model]
+        raise ValueError(
+            f"config.model='pretrained' tunes a pre-trained model, which {c.algorithm} does not "
+            f"do; expected a model of {models.available_models()}, or one of the algorithms "
+            f"{tuners}."
+        )
+    return spec.model(c, dataset.num_classes, dataset.input_shape, key)
+
+
 def build(config: ml_collections.ConfigDict) -> Experiment:
     """Builds the data, model, algorithm and jitted round of ``config`` (no files written).
 
@@ -412,7 +430,9 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     c = config_lib.resolve(config)
     _check_config(c)
     dataset = _dataset(c)
-    model = models.make_model(c.model, dataset.num_classes)
+    root = jax.random.key(c.seed)
+    init_key = randomness.stream(root, randomness.Stream.INIT)
+    model, params = _model(c, dataset, init_key)
     apply_fn = lambda params, x: model.apply({"params": params}, x)
     loss_fn = objectives.cross_entropy_loss(apply_fn)
 
@@ -425,9 +445,6 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     if mixing is not None:
         topology_lib.check_stochastic(mixing.topology, probe.mixing_stochastic, probe.name)
     mixing_at = mixing if mixing else (lambda round_index: None)
-    root = jax.random.key(c.seed)
-    init_key = randomness.stream(root, randomness.Stream.INIT)
-    params = models.init_params(model, dataset.input_shape, init_key)
     placement = _Placement(_client_mesh(c, probe.cohort_size), c.num_clients)
     dataset, initial_state = placement.place(dataset, probe.init(params))
     jit_kwargs = placement.jit_kwargs(initial_state, dataset.train)

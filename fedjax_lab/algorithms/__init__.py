@@ -22,18 +22,25 @@ from fedjax_lab.algorithms.server import fedspeed
 from fedjax_lab.algorithms.registry import available_algorithms
 from fedjax_lab.algorithms.registry import build_algorithm
 from fedjax_lab.algorithms.registry import register
+from fedjax_lab.algorithms.rounds import Broadcast
+from fedjax_lab.algorithms.rounds import Messages
 from fedjax_lab.algorithms.rounds import Persistent
 from fedjax_lab.algorithms.rounds import compose
 from fedjax_lab.algorithms.rounds import fixed_step_counts
 from fedjax_lab.algorithms.rounds import uniform_step_counts
 from fedjax_lab.algorithms.server import fedavg
 from fedjax_lab.algorithms.server import fedsam
+from fedjax_lab.algorithms.zeroth_order import fed_bbpt
+from fedjax_lab.algorithms.zeroth_order import fedkseed
+from fedjax_lab.algorithms.zeroth_order import fes
 
 __all__ = (
     "Algorithm",
     "AlgorithmSpec",
+    "Broadcast",
     "Communication",
     "HostHook",
+    "Messages",
     "Persistent",
     "State",
     "available_algorithms",
@@ -43,9 +50,12 @@ __all__ = (
     "dfedavg",
     "dfedavgm",
     "dfedsam",
+    "fed_bbpt",
     "fedavg",
+    "fedkseed",
     "fedsam",
     "fedspeed",
+    "fes",
     "fixed_step_counts",
     "gossip",
     "model_bytes",

@@ -167,6 +167,10 @@ class AlgorithmSpec:
         with dotted keys under the algorithm's name (``"fedspeed.prox_strength"``).
       defaults: the algorithm's values for shared keys left unset (``None``) in a config,
         by dotted key (``{"communication.gossip_steps": 4}``).
+      model: for an algorithm that tunes a pre-trained model, ``(resolved config,
+        num_classes, input_shape, key) -> (flax module, initial params)``, the model the
+        run trains and evaluates when ``config.model`` is ``"pretrained"``; None: the
+        algorithm trains ``config.model`` from its initialization.
     """
 
     name: str
@@ -174,3 +178,4 @@ class AlgorithmSpec:
     build: Callable[[Any, Callable], Algorithm]
     fields: tuple = ()
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: Callable[[Any, int, tuple, Any], tuple[Any, Any]] | None = None

@@ -29,6 +29,10 @@ from fedjax_lab.algorithms.private import DP_FEDSAM_TOPK
 from fedjax_lab.algorithms.server import FEDAVG
 from fedjax_lab.algorithms.server import FEDSAM
 from fedjax_lab.algorithms.server import FEDSPEED
+from fedjax_lab.algorithms.zeroth_order import FED_BBPT
+from fedjax_lab.algorithms.zeroth_order import FEDKSEED
+from fedjax_lab.algorithms.zeroth_order import FES_PIT
+from fedjax_lab.algorithms.zeroth_order import FES_PTZO
 
 _SPECS: dict[str, base.AlgorithmSpec] = {
     s.name: s
@@ -50,6 +54,10 @@ _SPECS: dict[str, base.AlgorithmSpec] = {
         DFEDALT,
         DFEDSALT,
         DFEDPGP,
+        FED_BBPT,
+        FES_PIT,
+        FES_PTZO,
+        FEDKSEED,
     )
 }
 

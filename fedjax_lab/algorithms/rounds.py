@@ -27,7 +27,12 @@
   can be broadcast to the clients' optimizers (``client_args``: a pruning mask) and
   reported (``server_metrics``).
 * **messages**: dense models (``models_sent``), or with ``sparse_messages`` the nonzero
-  coordinates of each update as (value, int32 index) pairs (``coordinates_sent``).
+  coordinates of each update as (value, int32 index) pairs (``coordinates_sent``), or
+  with ``messages`` (:class:`Messages`, server-based only) whatever the client's local
+  optimizers recorded (``messages_sent``): FedKSeed's (seed, scalar) pairs, which the
+  server decodes into the mean update and broadcasts, in ``State.communication``, so every
+  client rebuilds the new model from them. Traffic inside local steps (split learning's
+  activations at the cut) is declared with ``step_messages``.
 
 Per round, with ``S`` the cohort and ``T`` the update transform:
 
@@ -103,6 +108,35 @@ def uniform_step_counts(low: int, high: int) -> StepCounts:
     return lambda key, ids: jax.vmap(
         lambda i: jax.random.randint(jax.random.fold_in(key, i), (), low, high + 1)
     )(ids).astype(jnp.int32)
+
+
+class Messages(NamedTuple):
+    """What a client sends instead of its model or update, and how the server decodes it.
+
+    Attributes:
+      encode: ``(local optimizer states, start, trained) -> message``, a pytree of arrays
+        from the final states of the client's phases (a tuple, one per phase), the model it
+        started from and the model it trained.
+      decode: ``(messages, weights, start, step_scale) -> update``: the mean update of the
+        shared part from every slot's message (leaves ``[m, ...]``), the slots' weights
+        ``[m]`` (``1 / |S|`` for the clients that take part, 0 for the others), the shared
+        part of the model the clients started from, and the round's step multiplier
+        (``lr_decay ** round``). The new model is ``start + ServerOpt(update)``; with the
+        default server update it is ``start + update``.
+    """
+
+    encode: Callable[[tuple, Any, Any], Any]
+    decode: Callable[[Any, jax.Array, Any, jax.Array], Any]
+
+
+class Broadcast(NamedTuple):
+    """The last round's decoded messages, as every client receives them (``State.communication``
+    of an algorithm with :class:`Messages`): ``decode(messages, weights, start, step_scale)``
+    on the previous model rebuilds the new one."""
+
+    messages: Any
+    weights: jax.Array
+    step_scale: jax.Array
 
 
 class Cohort(NamedTuple):
@@ -189,6 +223,8 @@ def compose(
     client_args: Callable[[Any], dict[str, Any]] | None = None,
     server_metrics: Callable[[Any], dict[str, jax.Array]] | None = None,
     sparse_messages: bool = False,
+    messages: Messages | None = None,
+    step_messages: dict[str, tuple[int, int]] | None = None,
 ) -> base.Algorithm:
     """An algorithm from its pieces (see the module docstring).
 
@@ -222,6 +258,12 @@ def compose(
       sparse_messages: count what each client sends as its nonzero coordinates, each a
         (value, int32 index) pair: the ``coordinates_sent`` metric and its bytes, for
         sparse updates (pruned models, top-k).
+      messages: a :class:`Messages` codec (server-based only): each client sends what it
+        encodes (the ``messages_sent`` metric, bytes from the message's shapes), the server
+        decodes the mean update and keeps the :class:`Broadcast` in ``State.communication``.
+      step_messages: traffic inside the local steps, ``{metric: (per step, bytes each)}``:
+        every step a client runs exchanges ``per step`` messages of ``bytes each`` (split
+        learning's activations and gradients at the cut); the metric counts them.
 
     Returns:
       An :class:`~fedjax_lab.algorithms.base.Algorithm`.
@@ -244,6 +286,20 @@ def compose(
             cohort = fixed_cohort(num_clients, cohort)
         if order != ORDERS[0]:
             raise ValueError(f"order={order!r} applies to decentralized algorithms only.")
+    if messages is not None:
+        if decentralized:
+            raise ValueError(f"{name}: encoded messages are decoded by a server (server_mean).")
+        if update_transform is not None or sparse_messages:
+            raise ValueError(
+                f"{name}: encoded messages replace the update transform and sparse messages."
+            )
+    step_messages = dict(step_messages or {})
+    for metric, (per_step, size) in step_messages.items():
+        if isinstance(per_step, bool) or not isinstance(per_step, int) or per_step < 0 or size < 0:
+            raise ValueError(
+                f"Expected step_messages[{metric!r}] = (messages per step >= 0, bytes >= 0), "
+                f"got {(per_step, size)!r}."
+            )
     m = cohort.slots
     server_optimizer = optax.with_extra_args_support(server_optimizer or optax.sgd(1.0))
     transform = optax.with_extra_args_support(update_transform) if update_transform else None
@@ -252,6 +308,31 @@ def compose(
 
     def shared_mask(params):
         return partition.mask(labels, params, partition.SHARED)
+
+    def initial_optimizer_states(params):
+        """The phases' optimizer states at the start of a round (their shapes)."""
+        labels_tree = partition.resolve(labels, params)
+        states = []
+        for phase in phases:
+            part = params
+            if phase.trains is not None:
+                trains = jax.tree.map(lambda lab: lab == phase.trains, labels_tree)
+                part = partition.split(params, trains)[0]
+            states.append(optax.with_extra_args_support(phase.optimizer).init(part))
+        return tuple(states)
+
+    def message_shapes(params):
+        return jax.eval_shape(lambda p: messages.encode(initial_optimizer_states(p), p, p), params)
+
+    def init_communication(params):
+        if messages is None:
+            return communication.init(num_clients)
+        zeros = lambda s: jnp.zeros((m, *s.shape), s.dtype)
+        return Broadcast(
+            jax.tree.map(zeros, message_shapes(params)),
+            jnp.zeros((m,), jnp.float32),
+            jnp.ones((), jnp.float32),
+        )
 
     def init(params):
         rows = () if persistent is None else persistent.init(params)
@@ -262,7 +343,7 @@ def compose(
             if decentralized
             else server_optimizer.init(partition.select(params, shared_mask(params))),
             clients=clients.broadcast_to_clients(rows, num_clients),
-            communication=communication.init(num_clients),
+            communication=init_communication(params),
         )
 
     def client_update(
@@ -310,7 +391,10 @@ def compose(
             )
         if persistent is not None:
             row = persistent.update(row, start, trained, delta)
-        return trained, delta if transform is not None else None, row, result.losses, result.active
+        if messages is not None:
+            delta = messages.encode(result.opt_state, start, trained)
+        sent = None if transform is None and messages is None else delta
+        return trained, sent, row, result.losses, result.active
 
     def round_fn(state, mixing, batches, key):
         communication.check_mixing(mixing, num_clients, name)
@@ -352,8 +436,9 @@ def compose(
                 lambda new, old: _where_clients(joined, new, old), rows, per_client[0]
             )
         new_clients = rows if all_clients else clients.scatter(state.clients, ids, rows)
-        # What each client sends: the shared part of its model, or its transformed update.
-        sent = partition.select(trained, keep) if transform is None else delta
+        # What each client sends: the shared part of its model, its transformed update, or
+        # its encoded message.
+        sent = partition.select(trained, keep) if delta is None else delta
         coordinates_sent = _nonzeros_sent(sent, joined) if sparse_messages else None
         new_server = state.server
         if decentralized:
@@ -364,6 +449,14 @@ def compose(
                     comm_state, mixing, sent, previous=partition.select(models, keep)
                 )
             new_params = partition.merge(sent, partition.split(trained, keep)[1])
+        elif messages is not None:
+            x, personal = partition.split(models, keep)
+            weights = joined.astype(jnp.float32) / jnp.maximum(cohort_size, 1)
+            scale = base.round_step_scale(state.round, lr_decay)
+            mean = messages.decode(sent, weights, x, scale)
+            comm_state = Broadcast(sent, weights, scale)
+            models_sent = None
+            pseudo_grad = jax.tree.map(jnp.negative, mean)
         else:
             mean, comm_state, models_sent = communication.combine(
                 comm_state, None, sent, weights=joined if cohort.varies else None
@@ -375,6 +468,7 @@ def compose(
                 if transform is None
                 else jax.tree.map(jnp.negative, mean)
             )
+        if not decentralized:
             updates, new_server = server_optimizer.update(
                 pseudo_grad,
                 state.server,
@@ -393,8 +487,14 @@ def compose(
                 if cohort.varies or step_counts is not None
                 else jnp.mean(losses)
             ),
-            "models_sent": models_sent,
         }
+        if messages is None:
+            metrics["models_sent"] = models_sent
+        else:
+            metrics["messages_sent"] = cohort_size
+        ran = active & joined[:, None]
+        for metric, (per_step, _) in step_messages.items():
+            metrics[metric] = jnp.sum(ran).astype(jnp.int32) * per_step
         if cohort.varies:
             metrics["cohort_size"] = cohort_size
         if sparse_messages:
@@ -422,10 +522,13 @@ def compose(
 
     def message_bytes(params):
         shared = partition.select(params, shared_mask(params))
+        steps = {metric: size for metric, (_, size) in step_messages.items()}
+        if messages is not None:
+            return {"messages_sent": base.model_bytes(message_shapes(params)), **steps}
         if sparse_messages:
             value = max(jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(shared))
-            return {"coordinates_sent": value + INDEX_BYTES}
-        return {"models_sent": base.model_bytes(shared) + communication.overhead_bytes}
+            return {"coordinates_sent": value + INDEX_BYTES, **steps}
+        return {"models_sent": base.model_bytes(shared) + communication.overhead_bytes, **steps}
 
     return base.Algorithm(
         name=name,

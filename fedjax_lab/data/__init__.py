@@ -8,6 +8,7 @@ from fedjax_lab.data.federated import available_datasets
 from fedjax_lab.data.federated import available_partitions
 from fedjax_lab.data.federated import default_partition
 from fedjax_lab.data.federated import make_federated_dataset
+from fedjax_lab.data.federated import task_shape
 from fedjax_lab.data.partition import dirichlet
 from fedjax_lab.data.partition import dirichlet_per_class
 from fedjax_lab.data.partition import iid
@@ -36,4 +37,5 @@ __all__ = [
     "sample_batches",
     "stack_clients",
     "synthetic_federated",
+    "task_shape",
 ]

@@ -46,9 +46,12 @@ class _DatasetSpec(NamedTuple):
 _CENTRAL_PARTITIONS = ("iid", "dirichlet", "dirichlet_per_class", "pathological")
 
 
-def _load_digits(seed: int, data_dir: str | None):
-    del data_dir  # Bundled with scikit-learn.
-    return sources.load_digits(seed)
+def _digits_loader(variant: str) -> Callable[..., Any]:
+    def load(seed: int, data_dir: str | None):
+        del data_dir  # Bundled with scikit-learn.
+        return sources.load_digits(seed, variant=variant)
+
+    return load
 
 
 def _tfds_loader(name: str) -> Callable[..., Any]:
@@ -66,7 +69,21 @@ def _load_synthetic(num_clients: int, seed: int, iid: bool, options: dict[str, A
 
 
 _DATASETS: dict[str, _DatasetSpec] = {
-    "digits": _DatasetSpec(_load_digits, False, _CENTRAL_PARTITIONS, "dirichlet", 10, (8, 8, 1)),
+    "digits": _DatasetSpec(
+        _digits_loader("original"), False, _CENTRAL_PARTITIONS, "dirichlet", 10, (8, 8, 1)
+    ),
+    # Tasks derived from the digits (sources.load_digits): targets for the pre-trained models.
+    **{
+        f"digits_{variant}": _DatasetSpec(
+            _digits_loader(variant),
+            False,
+            _CENTRAL_PARTITIONS,
+            "dirichlet",
+            5 if variant in ("low", "high") else 10,
+            (8, 8, 1),
+        )
+        for variant in sources.DIGITS_VARIANTS[1:]
+    },
     # "iid" is FedProx's IID synthetic variant (all clients share one distribution).
     "synthetic": _DatasetSpec(_load_synthetic, True, ("natural", "iid"), "natural", 10, (60,)),
     # Prepared TFDS datasets (mnist, fashion_mnist, emnist, cifar10, cifar100).
@@ -87,6 +104,12 @@ _DATASETS: dict[str, _DatasetSpec] = {
 def available_datasets() -> tuple[str, ...]:
     """Names accepted by :func:`make_federated_dataset`."""
     return tuple(_DATASETS)
+
+
+def task_shape(name: str) -> tuple[int, tuple[int, ...]]:
+    """``(num_classes, input_shape)`` of dataset ``name``, without loading it."""
+    validation.check_name("dataset", name, _DATASETS)
+    return _DATASETS[name].num_classes, _DATASETS[name].input_shape
 
 
 def default_partition(name: str) -> str:

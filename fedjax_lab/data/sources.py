@@ -10,13 +10,25 @@ from sklearn.model_selection import train_test_split
 SYNTHETIC_MAX_EXAMPLES = 1000
 
 
+# Tasks derived from the digits, for tuning a model pre-trained on them (the library's
+# checkpoints, :mod:`fedjax_lab.pretrained`): domain shifts keep the labels, the two halves
+# of the label set give a source task and a target task with other classes.
+DIGITS_VARIANTS = ("original", "inverted", "rotated", "low", "high")
+
+
 def load_digits(
-    seed: int, test_fraction: float = 0.2
+    seed: int, test_fraction: float = 0.2, variant: str = "original"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes).
+    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), or a task derived from them.
 
     Pixels are scaled from [0, 16] to [0, 1]. The train/test split is stratified
-    by label and determined by ``seed``.
+    by label and determined by ``seed``; the variants transform the same split:
+
+    * ``"inverted"``: ``1 - x`` (a domain shift; same labels);
+    * ``"rotated"``: every image turned 90 degrees counter-clockwise (same labels);
+    * ``"low"``: the digits 0 to 4 only (5 classes);
+    * ``"high"``: the digits 5 to 9 only, labelled 0 to 4 (5 classes no model of ``"low"``
+      has seen).
 
     Returns:
       ``(x_train, y_train, x_test, y_test)`` with x float32 [n, 8, 8, 1] and
@@ -24,13 +36,29 @@ def load_digits(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+    if variant not in DIGITS_VARIANTS:
+        raise ValueError(f"Unknown digits variant {variant!r}; expected one of {DIGITS_VARIANTS}.")
     digits = sklearn.datasets.load_digits()
     x = (digits.images / 16.0).astype(np.float32)[..., None]
     y = digits.target.astype(np.int32)
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_fraction, stratify=y, random_state=seed
     )
-    return x_train, y_train, x_test, y_test
+    return (*_digits_variant(x_train, y_train, variant), *_digits_variant(x_test, y_test, variant))
+
+
+def _digits_variant(x: np.ndarray, y: np.ndarray, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    if variant == "inverted":
+        return 1.0 - x, y
+    if variant == "rotated":
+        return np.ascontiguousarray(np.rot90(x, k=1, axes=(1, 2))), y
+    if variant == "low":
+        keep = y < 5
+        return x[keep], y[keep]
+    if variant == "high":
+        keep = y >= 5
+        return x[keep], y[keep] - 5
+    return x, y
 
 
 def synthetic_federated(

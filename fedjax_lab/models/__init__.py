@@ -26,8 +26,11 @@ from fedjax_lab.models.conv import Conv
 from fedjax_lab.models.conv import conv2d
 from fedjax_lab.models.conv import max_pool
 from fedjax_lab.models.mlp import MLP
+from fedjax_lab.models.prompt import PromptGenerator
+from fedjax_lab.models.prompt import PromptedModel
 from fedjax_lab.models.resnet import ResNet18
 from fedjax_lab.models.vgg import VGG11
+from fedjax_lab.models.vit import SplitViT
 from fedjax_lab.models.vit import ViT
 
 __all__ = [
@@ -35,7 +38,10 @@ __all__ = [
     "EmnistCNN",
     "FedAvgCNN",
     "MLP",
+    "PromptGenerator",
+    "PromptedModel",
     "ResNet18",
+    "SplitViT",
     "VGG11",
     "ViT",
     "available_models",

@@ -78,17 +78,21 @@ class EmnistCNN(nn.Module):
     maxpool 2x2/2 -> flatten -> Dense 512 + ReLU -> Dense ``num_classes``
     (``head``). Pooling uses VALID padding, so odd sizes are floored. Input
     ``[B, H, W, C]``, output logits ``[B, num_classes]``. ``conv``: ``"auto"``,
-    ``"flax"`` or ``"custom"`` (module docstring).
+    ``"flax"`` or ``"custom"`` (module docstring). ``widths`` and ``hidden`` change the
+    two convolutions' and the Dense layer's sizes (the shipped ``digits_cnn`` is a narrow
+    one, quick to query many times).
     """
 
     num_classes: int
     conv: str = "auto"
+    widths: tuple[int, int] = (32, 64)
+    hidden: int = 512
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        for i, width in enumerate((32, 64)):
+        for i, width in enumerate(self.widths):
             x = nn.relu(conv_layer(self.conv, width, (5, 5), f"conv_{i}")(x))
             x = pool_layer(self.conv, x, 2, 2, "VALID")
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(512, name="dense_0")(x))
+        x = nn.relu(nn.Dense(self.hidden, name="dense_0")(x))
         return nn.Dense(self.num_classes, name="head")(x)

@@ -14,13 +14,17 @@ and the classifier while a server runs the body::
 
 (in split-learning papers the input embedding is often called the model's "head" and the
 classifier its "tail"; here ``head`` is the classifier's Dense layer, as in every model of
-:mod:`fedjax_lab.models`).
+:mod:`fedjax_lab.models`). :class:`SplitViT` is a split-learning client's model: the
+embedding and the classifier, with parameters named as in :class:`ViT`, around a body it
+can only call.
 
 Reference: Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image
 Recognition at Scale", ICLR 2021.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -106,3 +110,34 @@ class ViT(nn.Module):
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         return self.classify(self.encode(self.embed(x)))
+
+
+class SplitViT(nn.Module):
+    """The client's side of a :class:`ViT` cut for split learning.
+
+    Its parameters are the input embedding (``embedding``) and the classifier (``norm`` and
+    ``head``), named as in :class:`ViT`; the transformer body is ``body``, a function of the
+    tokens alone that the server runs (its parameters closed over, often frozen and a
+    :func:`fedjax_lab.black_box.black_box`). ``__call__`` is ``classify(body(embed(x)))``.
+    """
+
+    num_classes: int
+    body: Callable[[jnp.ndarray], jnp.ndarray]
+    patch_size: int = 2
+    dim: int = 32
+
+    def setup(self):
+        self.embedding = PatchEmbedding(self.patch_size, self.dim)
+        self.norm = nn.LayerNorm()
+        self.head = nn.Dense(self.num_classes)
+
+    def embed(self, x: jnp.ndarray) -> jnp.ndarray:
+        """The input embedding (the client's first part): tokens ``[B, T, dim]``."""
+        return self.embedding(x)
+
+    def classify(self, tokens: jnp.ndarray) -> jnp.ndarray:
+        """The classifier (the client's last part): mean over tokens, layer norm, ``head``."""
+        return self.head(self.norm(jnp.mean(tokens, axis=1)))
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return self.classify(self.body(self.embed(x)))

@@ -6,7 +6,8 @@ client's update before it is sent, and ``empty_cohort_noise`` is the server's sh
 noise. The pruning pieces (:mod:`fedjax_lab.transforms.pruning`: ``apply_mask``,
 ``magnitude_pruning``) keep a broadcast mask on the client and prune the model on the
 server. The zeroth-order estimators (:mod:`fedjax_lab.transforms.zeroth_order`:
-``zo_gradient``, ``spsa``, ``spsa_gc``) build a gradient from loss values alone.
+``zo_gradient``, ``spsa``, ``spsa_gc``) build a gradient from loss values alone, and
+``kseed_sgd`` is FedKSeed's local optimizer over a seed pool.
 """
 
 from fedjax_lab.transforms.dp import clip
@@ -19,6 +20,7 @@ from fedjax_lab.transforms.pruning import magnitude_pruning
 from fedjax_lab.transforms.sharpness_aware import sam
 from fedjax_lab.transforms.sharpness_aware import sam_perturbation
 from fedjax_lab.transforms.sharpness_aware import sam_sgd
+from fedjax_lab.transforms.zeroth_order import kseed_sgd
 from fedjax_lab.transforms.zeroth_order import spsa
 from fedjax_lab.transforms.zeroth_order import spsa_gc
 from fedjax_lab.transforms.zeroth_order import zo_gradient
@@ -28,6 +30,7 @@ __all__ = (
     "clip",
     "empty_cohort_noise",
     "gaussian_noise",
+    "kseed_sgd",
     "magnitude_pruning",
     "proximal",
     "sam",

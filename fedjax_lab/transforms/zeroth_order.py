@@ -35,6 +35,13 @@ the complete BlackVIP-style optimizer with gain ``a_k = a / (k + 1 + offset)^alp
 its momentum-style correction (SPSA-GC): the gradient is estimated at the look-ahead point
 ``y + beta m`` and ``m <- beta m - a_k g``, ``y <- y + m``.
 
+:func:`kseed_sgd` is FedKSeed's local optimizer: a pool of ``K`` seeds is fixed at the
+start, every step draws one seed ``j`` from the pool, regenerates its direction
+``z_j = kseed_direction(pool, j)``, makes the two-point estimate
+``g = (L(y + eps z_j) - L(y - eps z_j)) / (2 eps)`` and steps ``y <- y - lr g z_j``. Its
+state records every step's pair ``(j, -lr g)``, and :func:`kseed_replay` turns pairs back
+into the update they make, so a model is rebuilt from its pairs and the pool alone.
+
 Example::
 
   opt = optax.chain(zo_gradient(mu=1e-3, num_directions=8), optax.sgd(0.05))
@@ -59,8 +66,12 @@ from jax.flatten_util import ravel_pytree
 __all__ = [
     "DISTRIBUTIONS",
     "ESTIMATORS",
+    "KSeedState",
     "SpsaState",
     "direction",
+    "kseed_direction",
+    "kseed_replay",
+    "kseed_sgd",
     "spsa",
     "spsa_gc",
     "zo_gradient",
@@ -248,5 +259,96 @@ def spsa_gc(
         estimate = _spsa_estimate(loss_fn, key, ahead, unravel, radius, num_directions)
         momentum = beta * state.momentum - gain * estimate
         return unravel(momentum.astype(flat.dtype)), SpsaState(state.count + 1, momentum)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+class KSeedState(NamedTuple):
+    """Steps taken, and each step's pair: the pool seed it used and its update coefficient
+    ``-lr g`` (slots of steps not taken hold seed 0 and coefficient 0)."""
+
+    count: jax.Array
+    seeds: jax.Array
+    coefficients: jax.Array
+
+
+def kseed_direction(
+    pool_seed: int, seed: int | jax.Array, size: int, distribution: str = "gaussian"
+) -> jax.Array:
+    """The direction of seed ``seed`` (``0 .. K-1``) of the pool made from ``pool_seed``."""
+    return direction(jax.random.key(pool_seed), seed, size, distribution)
+
+
+def kseed_replay(
+    pool_seed: int,
+    seeds: jax.Array,
+    coefficients: jax.Array,
+    like: Any,
+    distribution: str = "gaussian",
+) -> Any:
+    """``sum_n coefficients[n] * z_{seeds[n]}``, shaped like the pytree ``like``.
+
+    Every rebuild of the same pairs computes the same sum, in the same order, so it is
+    bitwise reproducible (the directions are regenerated, never sent).
+    """
+    flat, unravel = ravel_pytree(like)
+    seeds, coefficients = jnp.ravel(seeds), jnp.ravel(coefficients).astype(jnp.float32)
+    z = jax.vmap(lambda j: kseed_direction(pool_seed, j, flat.shape[0], distribution))(seeds)
+    return unravel(jnp.einsum("n,nd->d", coefficients, z).astype(flat.dtype))
+
+
+def kseed_sgd(
+    learning_rate: float,
+    *,
+    num_seeds: int,
+    steps: int,
+    eps: float = 5e-4,
+    pool_seed: int = 0,
+    distribution: str = "gaussian",
+) -> optax.GradientTransformationExtraArgs:
+    """FedKSeed's local zeroth-order SGD over a pool of ``num_seeds`` seeds (module docstring).
+
+    Args:
+      learning_rate: the step size ``lr > 0``.
+      num_seeds: ``K``, the size of the seed pool.
+      steps: how many steps a state records (at least the steps a client runs per round;
+        the state is reset every round).
+      eps: the two-point radius.
+      pool_seed: the integer the pool is made from; every client and the server share it.
+      distribution: of the directions (:func:`direction`).
+
+    Returns:
+      A complete optimizer (chain nothing after it): ``update`` returns ``-lr g z_j``.
+    """
+    _check(eps, num_seeds, "eps")
+    if not learning_rate > 0:
+        raise ValueError(f"Expected a learning rate > 0, got {learning_rate!r}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"Expected steps to be an integer >= 1, got {steps!r}.")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"Unknown ZO direction distribution {distribution!r}; expected one of {DISTRIBUTIONS}."
+        )
+
+    def init(params):
+        del params
+        return KSeedState(
+            jnp.zeros((), jnp.int32), jnp.zeros((steps,), jnp.int32), jnp.zeros((steps,))
+        )
+
+    def update(updates, state, params=None, **extra):
+        del updates
+        loss_fn, key = _loss_and_key(extra, params, "kseed_sgd")
+        flat, unravel = ravel_pytree(params)
+        seed = jax.random.randint(key, (), 0, num_seeds, jnp.int32)
+        z = kseed_direction(pool_seed, seed, flat.shape[0], distribution)
+        values = _values(loss_fn, unravel, jnp.stack([flat + eps * z, flat - eps * z]))
+        coefficient = -learning_rate * (values[0] - values[1]).astype(jnp.float32) / (2 * eps)
+        new_state = KSeedState(
+            state.count + 1,
+            state.seeds.at[state.count].set(seed),
+            state.coefficients.at[state.count].set(coefficient),
+        )
+        return unravel((coefficient * z).astype(flat.dtype)), new_state
 
     return optax.GradientTransformationExtraArgs(init, update)
