@@ -142,9 +142,10 @@ def check_strategies_agree(alg_of, expected=None, tolerance=1e-5):
 
 
 NAMES = algorithms.available_algorithms()
-# A finite difference divides float32 rounding (different under jit, and per strategy) by
-# its radius: zeroth-order rounds agree to that precision.
-ROUND_TOLERANCE = {"fes_ptzo": 1e-3, "fed_bbpt": 1e-3, "fedkseed": 1e-3}
+# A finite difference divides float32 rounding (different under jit, per strategy and per
+# device layout) by its radius: zeroth-order rounds agree to that precision. fed_bbpt's
+# losses through the pre-trained CNN on random inputs are large, so its rounding is too.
+ROUND_TOLERANCE = {"fes_ptzo": 1e-3, "fed_bbpt": 1e-2, "fedkseed": 1e-3}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -207,7 +208,7 @@ def test_sharded_rounds_on_8_devices_equal_one_device():
     report = test_sharding._run_on_8_devices(SHARDED_SCRIPT)
     assert set(report) == set(NAMES)
     for name, diff in report.items():
-        assert diff < 1e-5, (name, diff)
+        assert diff < ROUND_TOLERANCE.get(name, 1e-5), (name, diff)
 
 
 # Deliberately broken toys: each property above must be able to fail.
