@@ -131,11 +131,11 @@ def test_there_are_experiment_config_files():
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
 def test_experiment_config_files_are_valid(path):
-    c = config_lib.load_config_file(path)
+    c = config_lib.resolve(config_lib.load_config_file(path))
     assert c.algorithm in experiment.registry.available_algorithms()
     assert c.dataset in data.available_datasets()
     assert c.model in models.available_models()
-    assert config_lib.resolve(c).communication.topology in topology.available_topologies()
+    assert c.communication.topology in topology.available_topologies()
 
 
 def test_config_file_errors(tmp_path):
