@@ -261,14 +261,23 @@ def round_step(
 
 
 def step_problem(model_name: str, steps: int, batch: int) -> tuple[Any, Any, Any]:
-    """One client's local-step workload: the MLP 60-200-200-10 (``"mlp"``, 10 classes) or the
-    EMNIST CNN (``"emnist_cnn"``, 28x28x1, 62 classes) with ``steps`` random batches of
-    ``batch`` examples. Returns ``(params, loss_fn, batches)``."""
-    if model_name == "mlp":
+    """One client's local-step workload: the MLP 60-200-200-10 (``"mlp"``, 10 classes), the
+    EMNIST CNN (``"emnist_cnn"``, 28x28x1, 62 classes), or Fed-BBPT's prompt generator in
+    front of the black-box pre-trained ``digits_cnn`` (``"prompt"``, 8x8x1, 10 classes), with
+    ``steps`` random batches of ``batch`` examples. Returns ``(params, loss_fn, batches)``."""
+    if model_name == "prompt":
+        from fedjax_lab import config as config_lib
+        from fedjax_lab.algorithms import zeroth_order
+
+        c = config_lib.resolve(config_lib.get_config("fed_bbpt"))
+        model, params = zeroth_order.prompted_model(c, 10, (8, 8, 1), jax.random.key(0))
+        shape, classes = (8, 8, 1), 10
+    elif model_name == "mlp":
         model, shape, classes = models.make_model("mlp", 10, hidden_sizes=(200, 200)), (60,), 10
     else:
         model, shape, classes = models.make_model("emnist_cnn", 62), (28, 28, 1), 62
-    params = models.init_params(model, shape, jax.random.key(0))
+    if model_name != "prompt":
+        params = models.init_params(model, shape, jax.random.key(0))
     loss_fn = cross_entropy_loss(lambda p, x: model.apply({"params": p}, x))
     key = jax.random.key(2)
     batches = {

@@ -9,8 +9,10 @@ current point for the step's reported loss, so ``2q + 1`` forward passes. The re
 K forward passes of the same batches in the same kind of loop (``lax.scan``), the parameters
 changing every step as in training. Target: a
 two-point step costs at most ``1.2 (2q + 1)`` forward passes, so that no backward pass
-hides in it. MLP 60-200-200-10 and the EMNIST CNN, batch B, median of ``--repeats`` timed
-calls after one untimed (compile) call, interleaved.
+hides in it. MLP 60-200-200-10, the EMNIST CNN and Fed-BBPT's workload (a prompt generator
+in front of the black-box ``digits_cnn``, whose 128 prompt parameters make the directions
+nearly free), batch B, median of ``--repeats`` timed calls after one untimed (compile) call,
+interleaved.
 
 Example::
 
@@ -88,6 +90,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--mlp-directions", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--cnn-directions", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--prompt-directions", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
@@ -97,6 +100,7 @@ def main(argv=None) -> None:
     for model_name, directions in (
         ("mlp", args.mlp_directions),
         ("emnist_cnn", args.cnn_directions),
+        ("prompt", args.prompt_directions),
     ):
         log(f"{model_name}: K={args.local_steps}, B={args.batch_size}, q={directions}")
         times = run_interleaved(

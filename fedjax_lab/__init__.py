@@ -4,9 +4,13 @@ A round of any algorithm is ``state, metrics = algorithm.round(state, mixing, ba
 over clients stacked on a leading axis. The pieces:
 
 * :mod:`fedjax_lab.algorithms`: FedAvg, FedSAM, FedSpeed, DFedAvg, DFedAvgM, DFedSAM,
-  DFedSAM-MGS, each a composition of pieces (:func:`fedjax_lab.algorithms.compose`).
+  DFedSAM-MGS, the DP, personalized, lottery-ticket and zeroth-order families, each a
+  composition of pieces (:func:`fedjax_lab.algorithms.compose`).
 * :mod:`fedjax_lab.transforms`: optax transformations (SAM, proximal pull, client-level DP:
-  clipping, Gaussian noise, top-k); :mod:`fedjax_lab.privacy`: their accounting.
+  clipping, Gaussian noise, top-k, pruning, zeroth-order estimators);
+  :mod:`fedjax_lab.privacy`: their accounting.
+* :mod:`fedjax_lab.pretrained`: the shipped pre-trained models and checkpoints of your own;
+  :mod:`fedjax_lab.black_box`: models reachable only through their forward function.
 * :mod:`fedjax_lab.partition`: shared and personal parts of a model;
   :mod:`fedjax_lab.gradients`: gradient hooks of local training;
   :mod:`fedjax_lab.randomness`: the random streams of a run.
@@ -20,6 +24,7 @@ over clients stacked on a leading axis. The pieces:
 """
 
 from fedjax_lab import algorithms
+from fedjax_lab import black_box
 from fedjax_lab import checkpoints
 from fedjax_lab import clients
 from fedjax_lab import config
@@ -35,6 +40,7 @@ from fedjax_lab import metrics
 from fedjax_lab import models
 from fedjax_lab import objectives
 from fedjax_lab import partition
+from fedjax_lab import pretrained
 from fedjax_lab import privacy
 from fedjax_lab import randomness
 from fedjax_lab import records
