@@ -135,7 +135,9 @@ def local_train(
         step_key = jax.random.fold_in(key, first_step + k)
         if gradient is None:
             loss = part_loss(y, batch)
-            grads = jax.tree.map(jnp.zeros_like, y)
+            # zeros built from shapes: zeros_like would carry the sharding of y into a
+            # shard_map body (a client mesh), where it does not apply.
+            grads = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype), y)
         else:
             loss, grads = gradient(part_loss, y, batch, step_key)
         updates, new_state = optimizer.update(

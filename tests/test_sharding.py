@@ -267,7 +267,7 @@ import jax, numpy as np
 from fedjax_lab import config as config_lib, experiment
 assert jax.device_count() == 8
 out = {}
-for algorithm in ("dfedsam", "fedavg"):
+for algorithm in ("dfedsam", "fedavg", "fedkseed"):
     base = dict(algorithm=algorithm, num_clients=16, rounds=3, eval_every=3, progress=False,
                 server={"clients_per_round": 8}, local={"steps": 2, "batch_size": 8},
                 data={"test_examples_per_client": 20})
@@ -299,8 +299,10 @@ print(json.dumps(out))
 def test_sharded_experiment_matches_the_unsharded_one(tmp_path):
     out = _run_on_8_devices(EXPERIMENT_SCRIPT, str(tmp_path / "run"))
     # dfedsam: the population is split over the 8 devices; fedavg's global model is replicated.
+    # fedkseed: local steps with no gradient at all, in each device's share of the clients.
     assert out["dfedsam_devices"] == 8 and out["fedavg_devices"] == 8
     assert out["dfedsam_max_diff"] < 1e-5 and out["fedavg_max_diff"] < 1e-5
+    assert out["fedkseed_devices"] == 8 and out["fedkseed_max_diff"] < 1e-4
     assert 0.0 <= out["dfedsam_accuracy"] <= 1.0
     assert out["resume_same"]
 
