@@ -28,11 +28,11 @@ import tempfile
 import time
 
 from fedjax_lab import config as config_lib
-from fedjax_lab import experiment
 from fedjax_lab.comparisons import paired_interval
+from fedjax_lab.comparisons import run_seeds
 from fedjax_lab.comparisons import verdict
+from fedjax_lab.comparisons import write_results
 
-DISCUSSION = "<!-- discussion: kept when the table is regenerated -->"
 
 # label -> (algorithm, config overrides)
 RUNS = {
@@ -103,19 +103,12 @@ def main() -> None:
     start = time.time()
     results = {}  # label -> list of summaries, one per seed
     for label, (algorithm, overrides) in RUNS.items():
-        results[label] = []
-        for seed in args.seeds:
-            c = config_for(algorithm, overrides, args.rounds, seed)
-            slug = "".join(ch if ch.isalnum() else "_" for ch in label)
-            summary = experiment.run(
-                c, pathlib.Path(args.runs) / f"{slug}_seed{seed}", overwrite=True
-            )
-            results[label].append(summary)
-            print(
-                f"{label} seed {seed}: acc {summary['test_accuracy']:.4f}"
-                f" ({summary['wall_time_s']:.0f} s)",
-                flush=True,
-            )
+        results[label] = run_seeds(
+            label,
+            lambda seed: config_for(algorithm, overrides, args.rounds, seed),
+            args.seeds,
+            args.runs,
+        )
 
     n = len(args.seeds)
     lines = [
@@ -167,11 +160,7 @@ def main() -> None:
         )
     lines += ["", f"Total time {time.time() - start:.0f} s."]
     table = "\n".join(lines) + "\n"
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # The discussion below the marker is written by hand: a rerun keeps it.
-    kept = out.read_text().partition(DISCUSSION)[2] if out.exists() else ""
-    out.write_text(table + ("\n" + DISCUSSION + kept if kept else ""))
+    write_results(args.out, table)  # the discussion below the marker is kept
     print(table)
 
 

@@ -63,6 +63,7 @@ def __getattr__(name: str):
 
 __all__ = (
     "algorithms",
+    "black_box",
     "checkpoints",
     "clients",
     "config",
@@ -78,6 +79,7 @@ __all__ = (
     "models",
     "objectives",
     "partition",
+    "pretrained",
     "privacy",
     "plotting",
     "randomness",

@@ -4,16 +4,33 @@ Two algorithms run with the same seeds give paired results ``a_s`` and ``b_s``. 
 "B beats A" is judged on ``d_s = b_s - a_s``: its mean ``dbar`` and the 95% t-interval
 ``dbar +- t_{0.975, n-1} s_d / sqrt(n)`` (``s_d`` the sample standard deviation over the
 ``n`` seeds). The claim **holds** when the interval lies above 0, **does not hold** when it
-lies below 0, and is **inconclusive** otherwise.
+lies below 0, and is **inconclusive** otherwise. The claim "B stays close to A" (within a
+margin ``m``) **holds** when the whole interval lies inside ``(-m, m)``, **does not hold**
+when it lies entirely outside, and is **inconclusive** otherwise (:func:`closeness`).
+
+:func:`run_seeds` runs one setting over seeds, and :func:`write_results` writes a results
+file while keeping the hand-written discussion below its marker.
 """
 
 from __future__ import annotations
 
 import math
+import pathlib
 import statistics
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
-__all__ = ["VERDICTS", "paired_interval", "t_quantile", "verdict"]
+__all__ = [
+    "DISCUSSION",
+    "VERDICTS",
+    "closeness",
+    "paired_interval",
+    "run_seeds",
+    "t_quantile",
+    "verdict",
+    "write_results",
+]
+
+DISCUSSION = "<!-- discussion: kept when the table is regenerated -->"
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 
@@ -56,3 +73,49 @@ def verdict(low: float, high: float) -> str:
     if high < 0:
         return "does not hold"
     return "inconclusive"
+
+
+def closeness(low: float, high: float, margin: float) -> str:
+    """ "holds" if the interval lies inside ``(-margin, margin)``, "does not hold" if it lies
+    entirely outside, else "inconclusive"."""
+    if not margin > 0:
+        raise ValueError(f"Expected a closeness margin > 0, got {margin!r}.")
+    if -margin < low and high < margin:
+        return "holds"
+    if high < -margin or low > margin:
+        return "does not hold"
+    return "inconclusive"
+
+
+def run_seeds(
+    label: str,
+    config_of: Callable[[int], Any],
+    seeds: Sequence[int],
+    runs: str | pathlib.Path,
+) -> list[dict[str, Any]]:
+    """The run summaries of ``config_of(seed)`` for every seed, each in its own directory
+    under ``runs`` (named after ``label`` and the seed, overwritten), with a line per run."""
+    from fedjax_lab import experiment
+
+    slug = "".join(ch if ch.isalnum() else "_" for ch in label)
+    summaries = []
+    for seed in seeds:
+        summary = experiment.run(
+            config_of(seed), pathlib.Path(runs) / f"{slug}_seed{seed}", overwrite=True
+        )
+        summaries.append(summary)
+        print(
+            f"{label} seed {seed}: acc {summary['test_accuracy']:.4f}"
+            f" ({summary['wall_time_s']:.0f} s)",
+            flush=True,
+        )
+    return summaries
+
+
+def write_results(path: str | pathlib.Path, table: str) -> None:
+    """Writes ``table`` to ``path``, keeping what follows the :data:`DISCUSSION` marker of
+    the file there (written by hand) below it."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = path.read_text().partition(DISCUSSION)[2] if path.exists() else ""
+    path.write_text(table + ("\n" + DISCUSSION + kept if kept else ""))

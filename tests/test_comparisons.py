@@ -27,3 +27,21 @@ def test_verdicts_follow_the_sign_of_the_interval():
     assert comparisons.verdict(*comparisons.paired_interval([0.1], [0.9])[1:]) == "inconclusive"
     with pytest.raises(ValueError, match="one length"):
         comparisons.paired_interval([0.1, 0.2], [0.3])
+
+
+def test_closeness_needs_the_whole_interval_inside_the_margin():
+    assert comparisons.closeness(-0.02, 0.03, 0.05) == "holds"
+    assert comparisons.closeness(-0.08, 0.03, 0.05) == "inconclusive"
+    assert comparisons.closeness(0.06, 0.09, 0.05) == "does not hold"
+    assert comparisons.closeness(-0.2, -0.07, 0.05) == "does not hold"
+    with pytest.raises(ValueError, match="margin > 0"):
+        comparisons.closeness(0.0, 0.0, 0.0)
+
+
+def test_write_results_keeps_the_discussion(tmp_path):
+    path = tmp_path / "results.md"
+    comparisons.write_results(path, "table 1\n")
+    assert path.read_text() == "table 1\n"
+    path.write_text(path.read_text() + comparisons.DISCUSSION + "\nby hand\n")
+    comparisons.write_results(path, "table 2\n")
+    assert path.read_text() == "table 2\n\n" + comparisons.DISCUSSION + "\nby hand\n"

@@ -259,8 +259,10 @@ def compose(
         (value, int32 index) pair: the ``coordinates_sent`` metric and its bytes, for
         sparse updates (pruned models, top-k).
       messages: a :class:`Messages` codec (server-based only): each client sends what it
-        encodes (the ``messages_sent`` metric, bytes from the message's shapes), the server
-        decodes the mean update and keeps the :class:`Broadcast` in ``State.communication``.
+        encodes, the server decodes the mean update and keeps the :class:`Broadcast` in
+        ``State.communication``, and each client of the cohort receives the broadcast (every
+        message; the weights follow from their number). ``messages_sent`` counts
+        ``|S| (1 + |S|)`` messages, their bytes from the message's shapes.
       step_messages: traffic inside the local steps, ``{metric: (per step, bytes each)}``:
         every step a client runs exchanges ``per step`` messages of ``bytes each`` (split
         learning's activations and gradients at the cut); the metric counts them.
@@ -490,8 +492,8 @@ def compose(
         }
         if messages is None:
             metrics["models_sent"] = models_sent
-        else:
-            metrics["messages_sent"] = cohort_size
+        else:  # each client sends its message and receives the broadcast of all of them
+            metrics["messages_sent"] = cohort_size * (1 + cohort_size)
         ran = active & joined[:, None]
         for metric, (per_step, _) in step_messages.items():
             metrics[metric] = jnp.sum(ran).astype(jnp.int32) * per_step
