@@ -158,7 +158,7 @@ def test_fes_ptzo_estimate_matches_backpropagation_through_the_body():
     loss = objectives.cross_entropy_loss(lambda p, x: open_model.apply({"params": p}, x))
     true_loss, true = jax.value_and_grad(loss)(params, batch)
     hook = zeroth_order.split_zo_gradient(closed_model, 1e-3, 64)
-    keys = jax.random.split(jax.random.key(0), 64)  # 64 x 64 directions
+    keys = jax.random.split(jax.random.key(0), 32)  # 32 x 64 directions
     losses, estimates = jax.jit(jax.vmap(lambda k: hook(None, params, batch, k)))(keys)
     np.testing.assert_allclose(losses, true_loss, rtol=1e-5)
     for part in ("norm", "head"):  # the client's classifier: exact gradients
@@ -169,7 +169,9 @@ def test_fes_ptzo_estimate_matches_backpropagation_through_the_body():
     flat = lambda t: np.concatenate([np.ravel(v) for v in jax.tree.leaves(t)])
     e, g = flat(mean), flat(true["embedding"])
     cosine = e @ g / np.linalg.norm(e) / np.linalg.norm(g)
-    assert cosine > 0.9, cosine
+    # With n directions the cosine is about (1 + d/n)^-1/2, d ~ 360 effective dimensions
+    # here: 0.92 expected at n = 2048 (0.97 was measured at 4096).
+    assert cosine > 0.85, cosine
     assert 0.7 < np.linalg.norm(e) / np.linalg.norm(g) < 1.4
 
 
