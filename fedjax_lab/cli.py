@@ -146,6 +146,31 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from fedjax_lab import reproduce
+
+    claims = reproduce.load_claims(args.claims)
+    if args.list or not args.claim:
+        for claim in claims.values():
+            print(f"{claim.name:28s} {claim.statement}")
+        return 0
+    validation.check_name("claim", args.claim, claims)
+    command = f"fedjax-lab reproduce {args.claim} --seeds {' '.join(map(str, args.seeds))}"
+    command += f" --scale {args.scale}" + "".join(f" --set {item}" for item in args.set or ())
+    section = reproduce.reproduce(
+        claims[args.claim],
+        args.seeds,
+        scale=args.scale,
+        runs=args.runs,
+        results_path=args.results,
+        command=command,
+        extra=args.set or (),
+    )
+    print(section)
+    print(f"wrote the {args.claim} section of {args.results}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedjax-lab", description="Federated learning experiments in JAX."
@@ -206,6 +231,26 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--clients", type=int, default=16, help="clients of --topology")
     plot.add_argument("--out", help="the PNG to write")
     plot.set_defaults(func=_plot)
+
+    claims = commands.add_parser(
+        "reproduce", help="run a seed paper's claim over seeds and write its verdict"
+    )
+    claims.add_argument("claim", nargs="?", help="the claim (--list shows them)")
+    claims.add_argument("--list", action="store_true", help="list the declared claims")
+    claims.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    claims.add_argument("--scale", choices=("small", "full"), default="small")
+    claims.add_argument("--claims", default="experiments/claims.py", help="the claims file")
+    claims.add_argument("--runs", default="runs/reproduce", help="where the runs are kept")
+    claims.add_argument(
+        "--results", default="experiments/results/RESULTS.md", help="the results file"
+    )
+    claims.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key of every member (a tiny size: rounds=2)",
+    )
+    claims.set_defaults(func=_reproduce)
     return parser
 
 

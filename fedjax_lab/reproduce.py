@@ -1,0 +1,384 @@
+"""Claims of the seed papers as declared experiment sets, with verdicts a rule generates.
+
+A :class:`Claim` declares its members (label -> algorithm and config overrides), the
+settings shared by every member at each scale (``"small"``: the embedded data, on a CPU;
+``"full"``: a paper's main setting, on an accelerator with the data), and its rules.
+:func:`run_claim` runs every member for every seed, each in its own directory
+``runs/<claim>/<member>_seed<s>``: a member whose summary is there for the same config is
+skipped, and an interrupted one is resumed from its newest checkpoint, so a long suite
+survives interruption. Seed ``s`` sets both ``seed`` and ``data.seed``.
+
+The rules read one summary metric of every run (``test_accuracy`` unless said otherwise):
+
+* :class:`Beats` ``(a, b)``, "b beats a": the paired differences over seeds, their mean and
+  95% t-interval (:func:`fedjax_lab.comparisons.paired_interval`); **holds** when the
+  interval lies on b's side of 0, **does not hold** on a's side, else **inconclusive**.
+  ``lower_is_better`` for metrics such as the consensus distance.
+* :class:`Close` ``(a, b, margin)``, "b stays within margin of a": holds when the whole
+  interval lies inside ``(-margin, margin)`` (:func:`fedjax_lab.comparisons.closeness`).
+* :class:`Ordered` ``(labels)``: the metric improves along ``labels``; holds when every
+  adjacent pair's :class:`Beats` holds, does not hold when one of them does not hold, else
+  inconclusive.
+
+:func:`claim_report` turns the runs into a markdown section (the statement, the setting,
+the table of mean, spread and number of seeds, the verdicts, the command, the machine and
+the time) and :func:`write_section` puts it into ``RESULTS.md``, replacing that claim's
+section only and keeping the hand-written discussion below its marker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+from typing import Any, Sequence
+
+from fedjax_lab import comparisons
+from fedjax_lab import config as config_lib
+
+SCALES = ("small", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class Beats:
+    """ "``b`` beats ``a``" on ``metric`` (higher is better unless ``lower_is_better``)."""
+
+    a: str
+    b: str
+    metric: str = "test_accuracy"
+    lower_is_better: bool = False
+
+    def describe(self) -> str:
+        return (
+            f"{self.b} beats {self.a} ({self.metric}{', lower is better' * self.lower_is_better})"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Close:
+    """ "``b`` stays within ``margin`` of ``a``" on ``metric``."""
+
+    a: str
+    b: str
+    margin: float
+    metric: str = "test_accuracy"
+
+    def describe(self) -> str:
+        return f"{self.b} stays within {self.margin:g} of {self.a} ({self.metric})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Ordered:
+    """The metric improves along ``labels`` (each beats the one before it)."""
+
+    labels: tuple[str, ...]
+    metric: str = "test_accuracy"
+    lower_is_better: bool = False
+
+    def describe(self) -> str:
+        order = " < ".join(self.labels)
+        return f"{self.metric} improves along {order}{' (lower is better)' * self.lower_is_better}"
+
+
+Rule = Beats | Close | Ordered
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A claim and the experiment set that checks it (module docstring).
+
+    Attributes:
+      name: the claim's name on the command line.
+      statement: what the paper claims, in a sentence.
+      members: label -> ``(algorithm, config overrides)``.
+      rules: the :class:`Beats`, :class:`Close` and :class:`Ordered` rules of the verdict.
+      scales: scale -> config overrides shared by every member (``"small"`` required).
+      setting: the setting in words, for the results.
+    """
+
+    name: str
+    statement: str
+    members: dict[str, tuple[str, dict[str, Any]]]
+    rules: tuple[Rule, ...]
+    scales: dict[str, dict[str, Any]]
+    setting: str = ""
+
+    def __post_init__(self):
+        if "small" not in self.scales:
+            raise ValueError(f"Claim {self.name!r} declares no 'small' scale.")
+        unknown = set(self.scales) - set(SCALES)
+        if unknown:
+            raise ValueError(f"Claim {self.name!r}: unknown scales {sorted(unknown)}.")
+        for rule in self.rules:
+            labels = rule.labels if isinstance(rule, Ordered) else (rule.a, rule.b)
+            missing = [label for label in labels if label not in self.members]
+            if missing:
+                raise ValueError(
+                    f"Claim {self.name!r}: rule {rule.describe()!r} names members {missing} "
+                    f"it does not declare; members: {list(self.members)}."
+                )
+
+
+def config_of(claim: Claim, label: str, seed: int, scale: str, extra: Sequence[str] = ()):
+    """The config of member ``label`` for ``seed`` at ``scale``: the algorithm's defaults,
+    the scale's settings, the member's overrides, then ``extra`` (``KEY=VALUE`` strings,
+    a tiny size, say)."""
+    if scale not in claim.scales:
+        raise ValueError(
+            f"Claim {claim.name!r} has no {scale!r} scale; it has {sorted(claim.scales)}."
+        )
+    algorithm, overrides = claim.members[label]
+    c = config_lib.get_config(algorithm)
+    c = config_lib.update(c, claim.scales[scale])
+    c = config_lib.update(c, overrides)
+    c = config_lib.update(c, {"seed": seed, "data.seed": seed, "progress": False})
+    return config_lib.resolve(config_lib.apply_overrides(c, extra))
+
+
+def _finished(workdir: pathlib.Path, config) -> dict[str, Any] | None:
+    """The summary of a finished run of ``config`` in ``workdir``, or None."""
+    summary, stored = workdir / "summary.json", workdir / "config.json"
+    if not (summary.is_file() and stored.is_file()):
+        return None
+    if json.loads(stored.read_text()) != json.loads(json.dumps(config.to_dict())):
+        return None
+    result = json.loads(summary.read_text())
+    return result if result.get("rounds") == config.rounds else None
+
+
+def run_claim(
+    claim: Claim,
+    seeds: Sequence[int],
+    runs: str | pathlib.Path,
+    *,
+    scale: str = "small",
+    extra: Sequence[str] = (),
+    log=print,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every member's run summaries, one per seed (skipping finished runs, resuming
+    interrupted ones; module docstring)."""
+    from fedjax_lab import experiment
+
+    results = {}
+    for label in claim.members:
+        results[label] = []
+        slug = "".join(ch if ch.isalnum() else "_" for ch in label)
+        for seed in seeds:
+            c = config_of(claim, label, seed, scale, extra)
+            workdir = pathlib.Path(runs) / claim.name / f"{slug}_seed{seed}"
+            summary = _finished(workdir, c)
+            if summary is not None:
+                log(f"{claim.name}: {label} seed {seed}: finished earlier, skipped")
+            else:
+                started = (workdir / "config.json").is_file()
+                summary = experiment.run(c, workdir, resume=started)
+                log(
+                    f"{claim.name}: {label} seed {seed}: {summary['test_accuracy']:.4f} "
+                    f"({summary['wall_time_s']:.0f} s{', resumed' * started})"
+                )
+            results[label].append(summary)
+    return results
+
+
+def _values(results, label: str, metric: str) -> list[float]:
+    return [float(s[metric]) for s in results[label]]
+
+
+def judge(rule: Rule, results: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
+    """The rule's verdict and the numbers behind it, from the members' run summaries."""
+    if isinstance(rule, Ordered):
+        pairs = [
+            judge(Beats(a, b, rule.metric, rule.lower_is_better), results)
+            for a, b in zip(rule.labels, rule.labels[1:])
+        ]
+        verdicts = [v for v, _ in pairs]
+        if all(v == "holds" for v in verdicts):
+            overall = "holds"
+        elif "does not hold" in verdicts:
+            overall = "does not hold"
+        else:
+            overall = "inconclusive"
+        return overall, "; ".join(f"{detail}: {v}" for v, detail in pairs)
+    a, b = _values(results, rule.a, rule.metric), _values(results, rule.b, rule.metric)
+    if getattr(rule, "lower_is_better", False):
+        a, b = [-v for v in a], [-v for v in b]  # an improvement is a decrease
+    mean, low, high = comparisons.paired_interval(a, b)
+    if isinstance(rule, Close):
+        verdict = comparisons.closeness(low, high, rule.margin)
+    else:
+        verdict = comparisons.verdict(low, high)
+    return verdict, f"{rule.b} over {rule.a}: {mean:+.4g} [{low:+.4g}, {high:+.4g}]"
+
+
+def _metrics(claim: Claim) -> list[str]:
+    names = ["test_accuracy"]
+    for rule in claim.rules:
+        if rule.metric not in names:
+            names.append(rule.metric)
+    return names
+
+
+def plot_claim(claim: Claim, results, path: str | pathlib.Path) -> pathlib.Path:
+    """A PNG of every member's mean and spread over seeds, one panel per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = _metrics(claim)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
+    labels = list(claim.members)
+    for ax, metric in zip(axes[0], metrics):
+        values = [_values(results, label, metric) for label in labels]
+        means = [statistics.mean(v) for v in values]
+        spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        ax.bar(range(len(labels)), means, yerr=spread, capsize=4, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(metric, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(claim.statement, fontsize=9)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def claim_report(
+    claim: Claim,
+    results,
+    *,
+    seeds,
+    scale: str,
+    seconds: float,
+    command: str,
+    plot: str,
+    extra: Sequence[str] = (),
+) -> str:
+    """The claim's markdown section of RESULTS.md (module docstring)."""
+    metrics = _metrics(claim)
+    header = " | ".join(f"{m} mean | {m} std" for m in metrics)
+    lines = [
+        f"## {claim.name}: {claim.statement}",
+        "",
+        f"Setting ({scale} scale): {claim.setting or 'see experiments/claims.py'}"
+        f"{f', with {chr(32).join(extra)}' if extra else ''}. Seeds {list(seeds)}.",
+        "",
+        f"| member | n | {header} | per seed ({metrics[0]}) |",
+        "|---|---|" + "---|---|" * len(metrics) + "---|",
+    ]
+    for label in claim.members:
+        cells = []
+        for metric in metrics:
+            values = _values(results, label, metric)
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.4f} | {std:.4f}")
+        per_seed = ", ".join(f"{v:.4f}" for v in _values(results, label, metrics[0]))
+        lines.append(f"| {label} | {len(results[label])} | {' | '.join(cells)} | {per_seed} |")
+    lines += ["", "| rule | verdict | paired difference [95% interval] |", "|---|---|---|"]
+    for rule in claim.rules:
+        verdict, detail = judge(rule, results)
+        lines.append(f"| {rule.describe()} | **{verdict}** | {detail} |")
+    lines += [
+        "",
+        f"![{claim.name}]({plot})",
+        "",
+        f"Command: `{command}`. Machine: {machine()}. Time: {seconds:.0f} s.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    """The machine in words: CPU model, cores, JAX backend and devices."""
+    import jax
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        model = names[0] if names else model
+    devices = jax.devices()
+    return (
+        f"{model}, {os.cpu_count()} cores, JAX {jax.__version__} on {len(devices)} "
+        f"{devices[0].platform} device(s)"
+    )
+
+
+def _markers(name: str) -> tuple[str, str, str]:
+    return (
+        f"<!-- claim: {name} -->",
+        f"<!-- discussion: {name} (written by hand, kept) -->",
+        f"<!-- end: {name} -->",
+    )
+
+
+def write_section(path: str | pathlib.Path, name: str, section: str) -> None:
+    """Puts ``section`` into ``path`` as claim ``name``'s part, replacing the old one (its
+    hand-written discussion kept) or appending it."""
+    path = pathlib.Path(path)
+    text = path.read_text() if path.exists() else "# Reproductions\n"
+    start, discussion, end = _markers(name)
+    kept = ""
+    if start in text and end in text:
+        before, _, rest = text.partition(start)
+        old, _, after = rest.partition(end)
+        kept = old.partition(discussion)[2]
+    else:
+        before, after = text.rstrip("\n") + "\n\n", "\n"
+    body = f"{start}\n{section}\n{discussion}{kept or chr(10)}{end}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(before + body + after)
+
+
+def load_claims(path: str | pathlib.Path) -> dict[str, Claim]:
+    """The ``CLAIMS`` of a Python file (``experiments/claims.py``), by name."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No claims file at {path} (run from the repository, or --claims).")
+    spec = importlib.util.spec_from_file_location(f"_fedjax_lab_claims_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    claims = {c.name: c for c in module.CLAIMS}
+    if len(claims) != len(module.CLAIMS):
+        raise ValueError(f"Two claims of {path} share a name.")
+    return claims
+
+
+def reproduce(
+    claim: Claim,
+    seeds: Sequence[int],
+    *,
+    scale: str,
+    runs: str | pathlib.Path,
+    results_path: str | pathlib.Path,
+    command: str,
+    extra: Sequence[str] = (),
+) -> str:
+    """Runs ``claim`` (:func:`run_claim`), draws it, and writes its section of
+    ``results_path``; returns the section."""
+    start = time.time()
+    results = run_claim(claim, seeds, runs, scale=scale, extra=extra)
+    results_path = pathlib.Path(results_path)
+    plot = plot_claim(claim, results, results_path.parent / f"{claim.name}.png")
+    section = claim_report(
+        claim,
+        results,
+        seeds=seeds,
+        scale=scale,
+        seconds=time.time() - start,
+        command=command,
+        plot=plot.name,
+        extra=extra,
+    )
+    write_section(results_path, claim.name, section)
+    return section

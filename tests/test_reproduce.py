@@ -1,0 +1,104 @@
+"""The reproduction suite: claims run end to end at a tiny size, finished members skipped,
+interrupted ones resumed, sections of RESULTS.md regenerated, and verdict rules that fail
+when they should."""
+
+import pathlib
+
+import pytest
+
+from fedjax_lab import cli
+from fedjax_lab import reproduce
+from fedjax_lab.reproduce import Beats
+from fedjax_lab.reproduce import Claim
+from fedjax_lab.reproduce import Close
+from fedjax_lab.reproduce import Ordered
+
+CLAIMS_FILE = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "claims.py"
+TINY = ["num_clients=8", "rounds=3", "server.clients_per_round=8", "checkpoint_every=1"]
+
+# Built to fail: tiny steps do not beat ordinary ones.
+TINY_STEPS = Claim(
+    name="tiny_steps_beat_sgd",
+    statement="a step size of 1e-5 beats 0.1 (false)",
+    members={
+        "fedavg": ("fedavg", {}),
+        "fedavg, tiny steps": ("fedavg", {"local.learning_rate": 1e-5}),
+    },
+    rules=(Beats("fedavg", "fedavg, tiny steps"), Close("fedavg", "fedavg, tiny steps", 0.05)),
+    scales={"small": {"dataset": "digits", "model": "mlp"}},
+)
+
+
+def test_a_claim_built_to_fail_does_not_hold_and_reruns_skip_or_resume(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    run = lambda: reproduce.reproduce(
+        TINY_STEPS,
+        [0, 1, 2],
+        scale="small",
+        runs=tmp_path / "runs",
+        results_path=results,
+        command="test",
+        extra=TINY,
+    )
+    section = run()
+    assert "| fedavg, tiny steps beats fedavg (test_accuracy) | **does not hold** |" in section
+    assert "stays within 0.05 of fedavg (test_accuracy) | **does not hold** |" in section
+    assert (tmp_path / "tiny_steps_beat_sgd.png").stat().st_size > 0
+    assert section in results.read_text()
+    # A hand-written discussion survives regeneration; the same seeds give the same numbers.
+    start, discussion, end = reproduce._markers(TINY_STEPS.name)
+    results.write_text(results.read_text().replace(discussion, discussion + "\nby hand\n"))
+    log = []
+    again = reproduce.run_claim(
+        TINY_STEPS, [0, 1, 2], tmp_path / "runs", extra=TINY, log=log.append
+    )
+    assert all("finished earlier, skipped" in line for line in log) and len(log) == 6
+    # An interrupted member (no summary yet) resumes from its checkpoint, to the same model.
+    member = tmp_path / "runs" / TINY_STEPS.name / "fedavg_seed1"
+    before = (member / "summary.json").read_text()
+    (member / "summary.json").unlink()
+    log.clear()
+    resumed = reproduce.run_claim(TINY_STEPS, [1], tmp_path / "runs", extra=TINY, log=log.append)
+    assert "resumed" in log[0] and '"params_sha256"' in before
+    assert resumed["fedavg"][0]["params_sha256"] == again["fedavg"][1]["params_sha256"]
+    numbers = lambda text: text.split("Command:")[0]  # all but the time it took
+    assert numbers(run()) == numbers(section)
+    text = results.read_text()
+    assert text.count(start) == 1 and "by hand" in text
+
+
+def _summaries(**values):
+    return {label: [{"test_accuracy": v} for v in vs] for label, vs in values.items()}
+
+
+def test_rules_judge_paired_differences():
+    results = _summaries(a=[0.5, 0.6, 0.7], b=[0.6, 0.72, 0.79], c=[0.7, 0.8, 0.9])
+    assert reproduce.judge(Beats("a", "b"), results)[0] == "holds"
+    assert reproduce.judge(Beats("b", "a"), results)[0] == "does not hold"
+    assert reproduce.judge(Beats("a", "b", lower_is_better=True), results)[0] == "does not hold"
+    assert reproduce.judge(Ordered(("a", "b", "c")), results)[0] == "holds"
+    assert reproduce.judge(Ordered(("a", "c", "b")), results)[0] == "does not hold"
+    noisy = _summaries(a=[0.5, 0.6, 0.7], b=[0.6, 0.5, 0.75])
+    assert reproduce.judge(Beats("a", "b"), noisy)[0] == "inconclusive"
+    assert reproduce.judge(Close("a", "b", 0.5), noisy)[0] == "holds"
+    assert reproduce.judge(Close("a", "c", 0.05), results)[0] == "does not hold"
+
+
+def test_the_declared_claims_are_valid_and_listed(capsys):
+    claims = reproduce.load_claims(CLAIMS_FILE)
+    assert len(claims) >= 6
+    for claim in claims.values():
+        for label in claim.members:
+            reproduce.config_of(claim, label, 0, "small")  # every member's config resolves
+    assert cli.main(["reproduce", "--list", "--claims", str(CLAIMS_FILE)]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in claims)
+    assert cli.main(["reproduce", "no_such", "--claims", str(CLAIMS_FILE)]) == 2
+    assert "Unknown claim 'no_such'" in capsys.readouterr().err
+
+
+def test_a_rule_naming_an_undeclared_member_is_an_error():
+    with pytest.raises(ValueError, match=r"names members \['c'\]"):
+        Claim("x", "s", {"a": ("fedavg", {})}, (Beats("a", "c"),), {"small": {}})
+    with pytest.raises(ValueError, match="no 'small' scale"):
+        Claim("x", "s", {"a": ("fedavg", {})}, (), {"full": {}})
