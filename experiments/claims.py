@@ -6,6 +6,13 @@ seeds 0, 1 and 2 at small scale (the embedded data, on a CPU) and writes its sec
 comparisons (``experiments/*_comparison.py``); the settings in words are in each claim.
 """
 
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from fedjax_lab import gossip
+from fedjax_lab import topology
 from fedjax_lab.reproduce import Beats
 from fedjax_lab.reproduce import Claim
 from fedjax_lab.reproduce import Close
@@ -14,6 +21,22 @@ from fedjax_lab.reproduce import Ordered
 # The digits with 100 clients, as the comparisons run them.
 DIGITS = {"dataset": "digits", "model": "mlp", "num_clients": 100, "rounds": 100}
 PATHOLOGICAL = {**DIGITS, "data.partition": "pathological", "data.classes_per_client": 2}
+
+RING = topology.ring(16)
+
+
+def _gossip_decay(label: str, seed: int) -> dict[str, float]:
+    """The consensus error's decay per gossip step, log(e_60 / e_20) / 40, of the library's
+    gossip on a 16-client ring from a random start drawn from ``seed``; or its theory,
+    log |lambda_2| (``e_Q = ||W^Q x - mean||`` falls as ``|lambda_2|^Q`` once the slowest
+    mode dominates)."""
+    if label.startswith("theory"):
+        return {"decay_per_step": math.log(RING.second_eigenvalue_modulus())}
+    x = jnp.asarray(np.random.default_rng(seed).normal(size=(16, 8)), jnp.float32)
+    w = jnp.asarray(RING.matrix(), jnp.float32)
+    error = lambda q: float(jnp.linalg.norm((y := gossip.gossip(w, x, q)) - y.mean(axis=0)))
+    return {"decay_per_step": math.log(error(60) / error(20)) / 40}
+
 
 CLAIMS = [
     Claim(
@@ -43,6 +66,35 @@ CLAIMS = [
         ),
         scales={"small": {**DIGITS, "communication.topology": "ring"}},
         setting="digits, mlp, 100 clients on a ring, Dirichlet(0.3), 100 rounds",
+    ),
+    Claim(
+        name="dp_fedsam_beats_dp_fedavg",
+        statement="DP-FedSAM beats DP-FedAvg at equal (epsilon, delta)",
+        members={
+            "dp_fedavg": ("dp_fedavg", {}),
+            "dp_fedsam": ("dp_fedsam", {"sam.rho": 0.5}),
+        },
+        rules=(
+            Beats("dp_fedavg", "dp_fedsam"),
+            Close("dp_fedavg", "dp_fedsam", 1e-9, metric="epsilon"),  # the same budget
+        ),
+        scales={"small": {**DIGITS, "rounds": 200}},
+        setting="digits, mlp, 100 clients, Poisson sampling q = 0.1, clip 0.2, sigma 0.95, "
+        "delta 5e-3, RDP, 200 rounds; SAM radius 0.5",
+    ),
+    Claim(
+        name="topk_beats_dp_fedsam",
+        statement="DP-FedSAM-top_k improves on DP-FedSAM at the same budget",
+        members={
+            "dp_fedsam": ("dp_fedsam", {"sam.rho": 0.5}),
+            "dp_fedsam_topk": ("dp_fedsam_topk", {"sam.rho": 0.5}),
+        },
+        rules=(
+            Beats("dp_fedsam", "dp_fedsam_topk"),
+            Close("dp_fedsam", "dp_fedsam_topk", 1e-9, metric="epsilon"),
+        ),
+        scales={"small": {**DIGITS, "rounds": 200}},
+        setting="as dp_fedsam_beats_dp_fedavg; top-k keeps half of the coordinates",
     ),
     Claim(
         name="partial_personalization",
@@ -89,6 +141,24 @@ CLAIMS = [
         setting="digits, mlp, 100 clients with 2 classes each, 100 rounds; in- and out-degree 10",
     ),
     Claim(
+        name="fed_bbpt_prompt",
+        statement="Fed-BBPT: a ZO-trained prompt improves the frozen model, approaching "
+        "white-box prompt training",
+        members={
+            "no prompt": ("fed_bbpt", {}),
+            "fed_bbpt (ZO)": ("fed_bbpt", {}),
+            "fed_bbpt (white box)": ("fed_bbpt", {"zo.white_box": True}),
+        },
+        rules=(
+            Beats("no prompt", "fed_bbpt (ZO)"),
+            Close("fed_bbpt (white box)", "fed_bbpt (ZO)", 0.05),
+        ),
+        scales={"small": {"num_clients": 100, "rounds": 100}},
+        setting="the frozen digits_cnn on digits_inverted, 100 clients, 10 per round, 100 "
+        "rounds, two-point ZO with 4 directions; within 5 points of the white box",
+        untrained=("no prompt",),
+    ),
+    Claim(
         name="fes_ptzo_close_to_fes_pit",
         statement="FES-PTZO stays close to FES-PIT in accuracy, with no backward pass on the "
         "server",
@@ -97,5 +167,56 @@ CLAIMS = [
         scales={"small": {"num_clients": 100, "rounds": 100}},
         setting="digits_vit (pre-trained on digits 0-4) tuned on digits_high, 100 clients, "
         "10 per round, 100 rounds; within 5 points",
+    ),
+    Claim(
+        name="fed_ltp_sparse_close_to_dense",
+        statement="Fed-LTP: at high sparsity, accuracy stays close to dense DP training with "
+        "fewer bytes",
+        members={
+            "dense DP-SGD": ("fed_ltp", {"ltp.target_sparsity": 0.0}),
+            "fed_ltp, 80% sparse": ("fed_ltp", {}),
+        },
+        rules=(
+            Close("dense DP-SGD", "fed_ltp, 80% sparse", 0.05),
+            Beats("dense DP-SGD", "fed_ltp, 80% sparse", "bytes_communicated", True),
+        ),
+        scales={"small": DIGITS},
+        setting="digits, mlp, 100 clients, 10 per round, DP-SGD (clip 1, sigma 1), zCDP, "
+        "100 rounds; pruning 20% of the remaining weights every 5 rounds to 80%",
+    ),
+    Claim(
+        name="consensus_orders_as_spectral_gap",
+        statement="Theory: DFedSAM's consensus distance orders as the topologies' spectral "
+        "gaps 1 - lambda",
+        members={
+            name: ("dfedsam", {"communication.topology": name})
+            for name in ("ring", "torus", "exponential", "fully_connected")
+        },
+        rules=(
+            Ordered(
+                ("ring", "torus", "exponential", "fully_connected"),
+                "consensus_distance",
+                lower_is_better=True,
+            ),
+        ),
+        scales={"small": DIGITS},
+        setting="digits, mlp, 100 clients, Dirichlet(0.3), 100 rounds; gaps grow from the "
+        "ring to the fully connected graph, so the consensus distance should fall",
+    ),
+    Claim(
+        name="gossip_error_decays_as_lambda_q",
+        statement="Theory: the consensus error after Q gossip steps decays as lambda^Q",
+        members={
+            "theory (log lambda_2)": ("dfedavg", {}),
+            "measured (gossip)": ("dfedavg", {}),
+        },
+        rules=(
+            Close("theory (log lambda_2)", "measured (gossip)", 0.005, metric="decay_per_step"),
+        ),
+        scales={"small": {}},
+        setting="the library's gossip on a 16-client ring (|lambda_2| = 0.949), random "
+        "starts, the decay per step between Q = 20 and 60 within 0.005 (10%) of log "
+        "|lambda_2|; no training",
+        compute=_gossip_decay,
     ),
 ]

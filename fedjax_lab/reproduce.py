@@ -99,6 +99,10 @@ class Claim:
       rules: the :class:`Beats`, :class:`Close` and :class:`Ordered` rules of the verdict.
       scales: scale -> config overrides shared by every member (``"small"`` required).
       setting: the setting in words, for the results.
+      untrained: members evaluated as they start, without training (a frozen pre-trained
+        model with no prompt yet); their summary holds the evaluation and ``rounds = 0``.
+      compute: for a theory check that trains nothing, ``(member, seed) -> {metric: value}``
+        gives every member's values; the members' algorithms are then unused.
     """
 
     name: str
@@ -107,6 +111,8 @@ class Claim:
     rules: tuple[Rule, ...]
     scales: dict[str, dict[str, Any]]
     setting: str = ""
+    untrained: tuple[str, ...] = ()
+    compute: Any = None
 
     def __post_init__(self):
         if "small" not in self.scales:
@@ -114,7 +120,7 @@ class Claim:
         unknown = set(self.scales) - set(SCALES)
         if unknown:
             raise ValueError(f"Claim {self.name!r}: unknown scales {sorted(unknown)}.")
-        for rule in self.rules:
+        for rule in self.rules + (Ordered(self.untrained),):
             labels = rule.labels if isinstance(rule, Ordered) else (rule.a, rule.b)
             missing = [label for label in labels if label not in self.members]
             if missing:
@@ -140,15 +146,27 @@ def config_of(claim: Claim, label: str, seed: int, scale: str, extra: Sequence[s
     return config_lib.resolve(config_lib.apply_overrides(c, extra))
 
 
-def _finished(workdir: pathlib.Path, config) -> dict[str, Any] | None:
-    """The summary of a finished run of ``config`` in ``workdir``, or None."""
+def _finished(workdir: pathlib.Path, config, rounds: int) -> dict[str, Any] | None:
+    """The summary of a finished run of ``config`` (``rounds`` trained) in ``workdir``."""
     summary, stored = workdir / "summary.json", workdir / "config.json"
     if not (summary.is_file() and stored.is_file()):
         return None
     if json.loads(stored.read_text()) != json.loads(json.dumps(config.to_dict())):
         return None
     result = json.loads(summary.read_text())
-    return result if result.get("rounds") == config.rounds else None
+    return result if result.get("rounds") == rounds else None
+
+
+def _evaluate_untrained(config, workdir: pathlib.Path) -> dict[str, Any]:
+    """The evaluation of ``config``'s initial state, recorded like a run's summary."""
+    from fedjax_lab import experiment
+
+    exp = experiment.build(config)
+    summary = {**exp.evaluate(exp.initial_state), "rounds": 0, "wall_time_s": 0.0}
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(exp.config.to_dict(), indent=2))
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def run_claim(
@@ -170,10 +188,17 @@ def run_claim(
         slug = "".join(ch if ch.isalnum() else "_" for ch in label)
         for seed in seeds:
             c = config_of(claim, label, seed, scale, extra)
+            if claim.compute is not None:
+                results[label].append({**claim.compute(label, seed), "rounds": 0})
+                continue
             workdir = pathlib.Path(runs) / claim.name / f"{slug}_seed{seed}"
-            summary = _finished(workdir, c)
+            untrained = label in claim.untrained
+            summary = _finished(workdir, c, 0 if untrained else c.rounds)
             if summary is not None:
                 log(f"{claim.name}: {label} seed {seed}: finished earlier, skipped")
+            elif untrained:
+                summary = _evaluate_untrained(c, workdir)
+                log(f"{claim.name}: {label} seed {seed}: {summary['test_accuracy']:.4f} untrained")
             else:
                 started = (workdir / "config.json").is_file()
                 summary = experiment.run(c, workdir, resume=started)
@@ -215,8 +240,10 @@ def judge(rule: Rule, results: dict[str, list[dict[str, Any]]]) -> tuple[str, st
     return verdict, f"{rule.b} over {rule.a}: {mean:+.4g} [{low:+.4g}, {high:+.4g}]"
 
 
-def _metrics(claim: Claim) -> list[str]:
-    names = ["test_accuracy"]
+def _metrics(claim: Claim, results) -> list[str]:
+    """The metrics of the tables: test accuracy (when the runs have one), then the rules'."""
+    every = [summary for runs in results.values() for summary in runs]
+    names = ["test_accuracy"] if all("test_accuracy" in s for s in every) else []
     for rule in claim.rules:
         if rule.metric not in names:
             names.append(rule.metric)
@@ -230,7 +257,7 @@ def plot_claim(claim: Claim, results, path: str | pathlib.Path) -> pathlib.Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = _metrics(claim)
+    metrics = _metrics(claim, results)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
     labels = list(claim.members)
     for ax, metric in zip(axes[0], metrics):
@@ -262,7 +289,7 @@ def claim_report(
     extra: Sequence[str] = (),
 ) -> str:
     """The claim's markdown section of RESULTS.md (module docstring)."""
-    metrics = _metrics(claim)
+    metrics = _metrics(claim, results)
     header = " | ".join(f"{m} mean | {m} std" for m in metrics)
     lines = [
         f"## {claim.name}: {claim.statement}",

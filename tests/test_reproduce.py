@@ -2,6 +2,7 @@
 interrupted ones resumed, sections of RESULTS.md regenerated, and verdict rules that fail
 when they should."""
 
+import dataclasses
 import pathlib
 
 import pytest
@@ -21,11 +22,17 @@ TINY_STEPS = Claim(
     name="tiny_steps_beat_sgd",
     statement="a step size of 1e-5 beats 0.1 (false)",
     members={
+        "untrained": ("fedavg", {}),
         "fedavg": ("fedavg", {}),
         "fedavg, tiny steps": ("fedavg", {"local.learning_rate": 1e-5}),
     },
-    rules=(Beats("fedavg", "fedavg, tiny steps"), Close("fedavg", "fedavg, tiny steps", 0.05)),
+    rules=(
+        Beats("fedavg", "fedavg, tiny steps"),
+        Close("fedavg", "fedavg, tiny steps", 0.05),
+        Beats("untrained", "fedavg"),  # this one holds
+    ),
     scales={"small": {"dataset": "digits", "model": "mlp"}},
+    untrained=("untrained",),
 )
 
 
@@ -43,6 +50,7 @@ def test_a_claim_built_to_fail_does_not_hold_and_reruns_skip_or_resume(tmp_path)
     section = run()
     assert "| fedavg, tiny steps beats fedavg (test_accuracy) | **does not hold** |" in section
     assert "stays within 0.05 of fedavg (test_accuracy) | **does not hold** |" in section
+    assert "| fedavg beats untrained (test_accuracy) | **holds** |" in section
     assert (tmp_path / "tiny_steps_beat_sgd.png").stat().st_size > 0
     assert section in results.read_text()
     # A hand-written discussion survives regeneration; the same seeds give the same numbers.
@@ -52,14 +60,15 @@ def test_a_claim_built_to_fail_does_not_hold_and_reruns_skip_or_resume(tmp_path)
     again = reproduce.run_claim(
         TINY_STEPS, [0, 1, 2], tmp_path / "runs", extra=TINY, log=log.append
     )
-    assert all("finished earlier, skipped" in line for line in log) and len(log) == 6
+    assert all("finished earlier, skipped" in line for line in log) and len(log) == 9
     # An interrupted member (no summary yet) resumes from its checkpoint, to the same model.
     member = tmp_path / "runs" / TINY_STEPS.name / "fedavg_seed1"
     before = (member / "summary.json").read_text()
     (member / "summary.json").unlink()
     log.clear()
     resumed = reproduce.run_claim(TINY_STEPS, [1], tmp_path / "runs", extra=TINY, log=log.append)
-    assert "resumed" in log[0] and '"params_sha256"' in before
+    assert [line for line in log if "resumed" in line] == [log[1]] and "fedavg seed 1" in log[1]
+    assert '"params_sha256"' in before
     assert resumed["fedavg"][0]["params_sha256"] == again["fedavg"][1]["params_sha256"]
     numbers = lambda text: text.split("Command:")[0]  # all but the time it took
     assert numbers(run()) == numbers(section)
@@ -82,6 +91,19 @@ def test_rules_judge_paired_differences():
     assert reproduce.judge(Beats("a", "b"), noisy)[0] == "inconclusive"
     assert reproduce.judge(Close("a", "b", 0.5), noisy)[0] == "holds"
     assert reproduce.judge(Close("a", "c", 0.05), results)[0] == "does not hold"
+
+
+def test_a_theory_check_computes_its_members(tmp_path):
+    claim = reproduce.load_claims(CLAIMS_FILE)["gossip_error_decays_as_lambda_q"]
+    results = reproduce.run_claim(claim, [0, 1, 2], tmp_path)
+    assert [reproduce.judge(rule, results)[0] for rule in claim.rules] == ["holds"]
+    # Built to fail: twice the decay is not lambda^Q.
+    doubled = lambda label, seed: {
+        k: v * (2 if label.startswith("measured") else 1)
+        for k, v in claim.compute(label, seed).items()
+    }
+    wrong = reproduce.run_claim(dataclasses.replace(claim, compute=doubled), [0, 1, 2], tmp_path)
+    assert [reproduce.judge(rule, wrong)[0] for rule in claim.rules] == ["does not hold"]
 
 
 def test_the_declared_claims_are_valid_and_listed(capsys):
