@@ -187,10 +187,10 @@ def run_claim(
         results[label] = []
         slug = "".join(ch if ch.isalnum() else "_" for ch in label)
         for seed in seeds:
-            c = config_of(claim, label, seed, scale, extra)
             if claim.compute is not None:
                 results[label].append({**claim.compute(label, seed), "rounds": 0})
                 continue
+            c = config_of(claim, label, seed, scale, extra)
             workdir = pathlib.Path(runs) / claim.name / f"{slug}_seed{seed}"
             untrained = label in claim.untrained
             summary = _finished(workdir, c, 0 if untrained else c.rounds)
