@@ -270,13 +270,14 @@ def step_problem(model_name: str, steps: int, batch: int) -> tuple[Any, Any, Any
         from fedjax_lab.algorithms import zeroth_order
 
         c = config_lib.resolve(config_lib.get_config("fed_bbpt"))
-        model, params = zeroth_order.prompted_model(c, 10, (8, 8, 1), jax.random.key(0))
         shape, classes = (8, 8, 1), 10
-    elif model_name == "mlp":
-        model, shape, classes = models.make_model("mlp", 10, hidden_sizes=(200, 200)), (60,), 10
+        model, params = zeroth_order.prompted_model(c, classes, shape, jax.random.key(0))
     else:
-        model, shape, classes = models.make_model("emnist_cnn", 62), (28, 28, 1), 62
-    if model_name != "prompt":
+        if model_name == "mlp":
+            model = models.make_model("mlp", 10, hidden_sizes=(200, 200))
+            shape, classes = (60,), 10
+        else:
+            model, shape, classes = models.make_model("emnist_cnn", 62), (28, 28, 1), 62
         params = models.init_params(model, shape, jax.random.key(0))
     loss_fn = cross_entropy_loss(lambda p, x: model.apply({"params": p}, x))
     key = jax.random.key(2)

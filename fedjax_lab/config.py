@@ -300,14 +300,22 @@ def from_dict(values: dict) -> ml_collections.ConfigDict:
     return update(get_config(algorithm), values)
 
 
+def load_python_file(path: str | os.PathLike, missing: str) -> Any:
+    """The Python file at ``path`` (an ``experiments/`` file) run as a module;
+    FileNotFoundError with the message ``missing`` when there is none."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(missing)
+    spec = importlib.util.spec_from_file_location(f"_fedjax_lab_file_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     """The ``get_config()`` of a Python config file (such as ``experiments/*.py``)."""
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No config file at {path}.")
-    spec = importlib.util.spec_from_file_location(f"_fedjax_lab_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_python_file(path, f"No config file at {path}.")
     if not hasattr(module, "get_config"):
         raise ValueError(f"The config file {path} defines no get_config() function.")
     return from_dict(module.get_config().to_dict())

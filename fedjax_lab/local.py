@@ -206,6 +206,27 @@ def phase_steps(phases: Sequence[Phase]) -> int | None:
     return sum(p.steps for p in phases)
 
 
+def phase_mask(phase: Phase, labels: Any) -> Any:
+    """The boolean pytree of the leaves ``phase`` trains, over the partition ``labels``
+    (:func:`fedjax_lab.partition.resolve`); None when it trains every leaf."""
+    if phase.trains is None:
+        return None
+    if labels is None:
+        raise ValueError(f"A phase trains the {phase.trains!r} part: pass the labels.")
+    return jax.tree.map(lambda lab: lab == phase.trains, labels)
+
+
+def initial_states(phases: Sequence[Phase], params: Any, labels: Any = None) -> tuple:
+    """The phases' optimizer states at the start of a round, as :func:`run_phases` makes
+    them (each over the part its phase trains)."""
+    states = []
+    for phase in phases:
+        trains = phase_mask(phase, labels)
+        part = params if trains is None else partition.split(params, trains)[0]
+        states.append(optax.with_extra_args_support(phase.optimizer).init(part))
+    return tuple(states)
+
+
 def run_phases(
     phases: Sequence[Phase],
     loss_fn: LossFn,
@@ -244,11 +265,7 @@ def run_phases(
     start, states, losses, active = 0, [], [], []
     for phase in phases:
         stop = total if phase.steps is None else start + phase.steps
-        trains = None
-        if phase.trains is not None:
-            if labels is None:
-                raise ValueError(f"A phase trains the {phase.trains!r} part: pass the labels.")
-            trains = jax.tree.map(lambda lab: lab == phase.trains, labels)
+        trains = phase_mask(phase, labels)
         result = local_train(
             phase.optimizer,
             loss_fn,

@@ -29,7 +29,6 @@ section only and keeping the hand-written discussion below its marker.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
@@ -369,12 +368,9 @@ def write_section(path: str | pathlib.Path, name: str, section: str) -> None:
 
 def load_claims(path: str | pathlib.Path) -> dict[str, Claim]:
     """The ``CLAIMS`` of a Python file (``experiments/claims.py``), by name."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No claims file at {path} (run from the repository, or --claims).")
-    spec = importlib.util.spec_from_file_location(f"_fedjax_lab_claims_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config_lib.load_python_file(
+        path, f"No claims file at {path} (run from the repository, or --claims)."
+    )
     claims = {c.name: c for c in module.CLAIMS}
     if len(claims) != len(module.CLAIMS):
         raise ValueError(f"Two claims of {path} share a name.")

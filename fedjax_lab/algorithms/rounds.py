@@ -311,20 +311,12 @@ def compose(
     def shared_mask(params):
         return partition.mask(labels, params, partition.SHARED)
 
-    def initial_optimizer_states(params):
-        """The phases' optimizer states at the start of a round (their shapes)."""
-        labels_tree = partition.resolve(labels, params)
-        states = []
-        for phase in phases:
-            part = params
-            if phase.trains is not None:
-                trains = jax.tree.map(lambda lab: lab == phase.trains, labels_tree)
-                part = partition.split(params, trains)[0]
-            states.append(optax.with_extra_args_support(phase.optimizer).init(part))
-        return tuple(states)
-
     def message_shapes(params):
-        return jax.eval_shape(lambda p: messages.encode(initial_optimizer_states(p), p, p), params)
+        def encode_initial(p):
+            states = local.initial_states(phases, p, partition.resolve(labels, p))
+            return messages.encode(states, p, p)
+
+        return jax.eval_shape(encode_initial, params)
 
     def init_communication(params):
         if messages is None:

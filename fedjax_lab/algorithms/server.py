@@ -31,6 +31,7 @@ import optax
 
 from fedjax_lab import clients
 from fedjax_lab import config as config_lib
+from fedjax_lab import gradients
 from fedjax_lab import local
 from fedjax_lab.algorithms import base
 from fedjax_lab.algorithms import communication
@@ -49,6 +50,8 @@ def fedavg(
     clients_per_round: int,
     server_learning_rate: float = 1.0,
     server_optimizer: optax.GradientTransformation | None = None,
+    gradient: gradients.GradientFn | None = gradients.batch_gradient,
+    steps: int | None = None,
     name: str = "fedavg",
     **kwargs: Any,
 ) -> base.Algorithm:
@@ -61,6 +64,9 @@ def fedavg(
       clients_per_round: m, sampled uniformly without replacement each round.
       server_learning_rate: eta_g of the default server update ``optax.sgd(eta_g)``.
       server_optimizer: another server update (then ``server_learning_rate`` is unused).
+      gradient: the local steps' gradient hook (:mod:`fedjax_lab.gradients`), or None for
+        none (zeroth-order optimizers).
+      steps: the local steps per round, or None for as many as the round's batches.
       name: the algorithm's name in metrics and logs.
       **kwargs: the other pieces and settings of :func:`~fedjax_lab.algorithms.rounds.compose`
         (``update_transform``, ``step_counts``, ``lr_decay``, ``strategy``, ``chunk_size``,
@@ -78,7 +84,7 @@ def fedavg(
         name=name,
         num_clients=num_clients,
         cohort=clients_per_round,
-        phases=[local.Phase(local_optimizer)],
+        phases=[local.Phase(local_optimizer, steps=steps, gradient=gradient)],
         communication=communication.server_mean(),
         server_optimizer=server_optimizer,
         **kwargs,

@@ -48,9 +48,9 @@ from fedjax_lab import local
 from fedjax_lab import models
 from fedjax_lab import pretrained
 from fedjax_lab.algorithms import base
-from fedjax_lab.algorithms import communication
 from fedjax_lab.algorithms import configured
 from fedjax_lab.algorithms import rounds
+from fedjax_lab.algorithms import server
 from fedjax_lab.black_box import black_box
 from fedjax_lab.transforms import zeroth_order
 
@@ -231,16 +231,16 @@ def fed_bbpt(
         ``white_box`` any optimizer, fed true gradients.
       num_clients, clients_per_round: N and m.
       white_box: backpropagate through the model instead (it must not be a black box).
-      **kwargs: the other settings of :func:`~fedjax_lab.algorithms.rounds.compose`.
+      **kwargs: the other settings of :func:`~fedjax_lab.algorithms.server.fedavg`.
     """
     gradient = gradients.batch_gradient if white_box else None
-    return rounds.compose(
+    return server.fedavg(
         loss_fn,
-        name=name,
+        local_optimizer,
         num_clients=num_clients,
-        cohort=clients_per_round,
-        phases=[local.Phase(local_optimizer, gradient=gradient)],
-        communication=communication.server_mean(),
+        clients_per_round=clients_per_round,
+        gradient=gradient,
+        name=name,
         **kwargs,
     )
 
@@ -258,6 +258,14 @@ def split_model(c: ml_collections.ConfigDict, num_classes: int, input_shape: tup
     """FES's client model: ``zo.model``'s (a ViT's) embedding and classifier norm, a new
     ``head`` for the dataset's classes, around the server's frozen body (a black box for
     ``fes_ptzo``)."""
+    module, pre = _split_module(c, num_classes, input_shape)
+    params = models.init_params(module, input_shape, key)
+    return module, {**params, "embedding": pre.params["embedding"], "norm": pre.params["norm"]}
+
+
+def _split_module(c, num_classes: int, input_shape: tuple):
+    """The :class:`~fedjax_lab.models.SplitViT` around ``zo.model``'s body, and the
+    pre-trained model."""
     pre = _load(c)
     _check_input(pre, input_shape, c.dataset)
     if not isinstance(pre.model, models.ViT):
@@ -269,9 +277,7 @@ def split_model(c: ml_collections.ConfigDict, num_classes: int, input_shape: tup
     body = lambda h: vit.apply({"params": {"body": body_params}}, h, method=models.ViT.encode)
     if c.algorithm == "fes_ptzo":
         body = black_box(body, f"the server's transformer body of {pre.name!r}")
-    module = models.SplitViT(num_classes, body, vit.patch_size, vit.dim)
-    params = models.init_params(module, input_shape, key)
-    return module, {**params, "embedding": pre.params["embedding"], "norm": pre.params["norm"]}
+    return models.SplitViT(num_classes, body, vit.patch_size, vit.dim), pre
 
 
 def split_zo_gradient(
@@ -296,10 +302,8 @@ def split_zo_gradient(
     forward pass of the batch, plus one per direction (two for two-point).
     """
     zeroth_order._check(mu, num_directions)
-    if estimator not in zeroth_order.ESTIMATORS:
-        raise ValueError(
-            f"Unknown ZO estimator {estimator!r}; expected one of {zeroth_order.ESTIMATORS}."
-        )
+    zeroth_order._check_estimator(estimator)
+    zeroth_order._check_distribution(distribution)
 
     def example_losses(params, tokens, labels):
         logits = model.apply({"params": params}, tokens, method=models.SplitViT.classify)
@@ -357,13 +361,13 @@ def fes(
         through the body) or :func:`split_zo_gradient` (FES-PTZO).
       **kwargs: the other settings of :func:`~fedjax_lab.algorithms.rounds.compose`.
     """
-    return rounds.compose(
+    return server.fedavg(
         loss_fn,
-        name=name,
+        local_optimizer,
         num_clients=num_clients,
-        cohort=clients_per_round,
-        phases=[local.Phase(local_optimizer, gradient=gradient)],
-        communication=communication.server_mean(),
+        clients_per_round=clients_per_round,
+        gradient=gradient,
+        name=name,
         step_messages={"activations_sent": (tensors, activation_bytes)},
         **kwargs,
     )
@@ -372,7 +376,7 @@ def fes(
 def _build_fes(c, loss_fn, zeroth: bool):
     _check_unused(c, _PTZO_DEFAULTS if zeroth else _FES_DEFAULTS)
     num_classes, input_shape = data.task_shape(c.dataset)
-    module, _ = split_model(c, num_classes, input_shape, jax.random.key(0))
+    module, _ = _split_module(c, num_classes, input_shape)  # its structure, no parameters
     tokens = (input_shape[0] // module.patch_size) * (input_shape[1] // module.patch_size)
     kwargs = dict(tensors=tensors_per_step(False), gradient=gradients.batch_gradient)
     if zeroth:
@@ -462,13 +466,14 @@ def fedkseed(
         pool_seed=pool_seed,
         distribution=distribution,
     )
-    return rounds.compose(
+    return server.fedavg(
         loss_fn,
-        name=name,
+        optimizer,
         num_clients=num_clients,
-        cohort=clients_per_round,
-        phases=[local.Phase(optimizer, steps=steps, gradient=None)],
-        communication=communication.server_mean(),
+        clients_per_round=clients_per_round,
+        gradient=None,
+        steps=steps,
+        name=name,
         messages=kseed_messages(pool_seed, distribution),
         **kwargs,
     )

@@ -114,6 +114,18 @@ def _check(mu: float, num_directions: int, name: str = "mu") -> None:
         raise ValueError(f"Expected num_directions to be an integer >= 1, got {num_directions!r}.")
 
 
+def _check_estimator(estimator: str) -> None:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"Unknown ZO estimator {estimator!r}; expected one of {ESTIMATORS}.")
+
+
+def _check_distribution(distribution: str) -> None:
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"Unknown ZO direction distribution {distribution!r}; expected one of {DISTRIBUTIONS}."
+        )
+
+
 def _loss_and_key(extra: dict[str, Any], params: Any, who: str) -> tuple[Callable, jax.Array]:
     if params is None:
         raise ValueError(f"{who} needs the parameters: call update(updates, state, params, ...).")
@@ -151,12 +163,8 @@ def zo_gradient(
       estimate, shaped like ``params`` (``updates`` is ignored).
     """
     _check(mu, num_directions)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"Unknown ZO estimator {estimator!r}; expected one of {ESTIMATORS}.")
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"Unknown ZO direction distribution {distribution!r}; expected one of {DISTRIBUTIONS}."
-        )
+    _check_estimator(estimator)
+    _check_distribution(distribution)
 
     def update(updates, state, params=None, **extra):
         del updates
@@ -325,10 +333,7 @@ def kseed_sgd(
         raise ValueError(f"Expected a learning rate > 0, got {learning_rate!r}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"Expected steps to be an integer >= 1, got {steps!r}.")
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"Unknown ZO direction distribution {distribution!r}; expected one of {DISTRIBUTIONS}."
-        )
+    _check_distribution(distribution)
 
     def init(params):
         del params
