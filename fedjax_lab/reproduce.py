@@ -6,7 +6,9 @@ settings shared by every member at each scale (``"small"``: the embedded data, o
 :func:`run_claim` runs every member for every seed, each in its own directory
 ``runs/<claim>/<member>_seed<s>``: a member whose summary is there for the same config is
 skipped, and an interrupted one is resumed from its newest checkpoint, so a long suite
-survives interruption. Seed ``s`` sets both ``seed`` and ``data.seed``.
+survives interruption. A finished run of the same config in another claim's directory
+under the same ``runs`` is shared, not repeated (claims have members in common). Seed ``s``
+sets both ``seed`` and ``data.seed``.
 
 The rules read one summary metric of every run (``test_accuracy`` unless said otherwise):
 
@@ -19,6 +21,10 @@ The rules read one summary metric of every run (``test_accuracy`` unless said ot
 * :class:`Ordered` ``(labels)``: the metric improves along ``labels``; holds when every
   adjacent pair's :class:`Beats` holds, does not hold when one of them does not hold, else
   inconclusive.
+* :class:`GainExceeds` ``(larger, smaller)``, "b gains more over a than d over c" (an
+  interaction: "more so under strong heterogeneity", or "saturating" when the pairs are
+  successive steps): the paired differences of the gains, ``(b - a) - (d - c)``, judged as
+  for :class:`Beats`.
 
 :func:`claim_report` turns the runs into a markdown section (the statement, the setting,
 the table of mean, spread and number of seeds, the verdicts, the command, the machine and
@@ -52,6 +58,10 @@ class Beats:
     metric: str = "test_accuracy"
     lower_is_better: bool = False
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return (self.a, self.b)
+
     def describe(self) -> str:
         return (
             f"{self.b} beats {self.a} ({self.metric}{', lower is better' * self.lower_is_better})"
@@ -66,6 +76,10 @@ class Close:
     b: str
     margin: float
     metric: str = "test_accuracy"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return (self.a, self.b)
 
     def describe(self) -> str:
         return f"{self.b} stays within {self.margin:g} of {self.a} ({self.metric})"
@@ -84,7 +98,30 @@ class Ordered:
         return f"{self.metric} improves along {order}{' (lower is better)' * self.lower_is_better}"
 
 
-Rule = Beats | Close | Ordered
+@dataclasses.dataclass(frozen=True)
+class GainExceeds:
+    """The gain of ``larger[1]`` over ``larger[0]`` exceeds that of ``smaller[1]`` over
+    ``smaller[0]`` on ``metric``: per seed, ``(b - a) - (d - c)`` for ``larger = (a, b)``,
+    ``smaller = (c, d)``."""
+
+    larger: tuple[str, str]
+    smaller: tuple[str, str]
+    metric: str = "test_accuracy"
+    lower_is_better: bool = False
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return (*self.larger, *self.smaller)
+
+    def describe(self) -> str:
+        (a, b), (c, d) = self.larger, self.smaller
+        return (
+            f"the gain of {b} over {a} exceeds that of {d} over {c} ({self.metric}"
+            f"{', lower is better' * self.lower_is_better})"
+        )
+
+
+Rule = Beats | Close | Ordered | GainExceeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +132,8 @@ class Claim:
       name: the claim's name on the command line.
       statement: what the paper claims, in a sentence.
       members: label -> ``(algorithm, config overrides)``.
-      rules: the :class:`Beats`, :class:`Close` and :class:`Ordered` rules of the verdict.
+      rules: the :class:`Beats`, :class:`Close`, :class:`Ordered` and :class:`GainExceeds`
+        rules of the verdict.
       scales: scale -> config overrides shared by every member (``"small"`` required).
       setting: the setting in words, for the results.
       untrained: members evaluated as they start, without training (a frozen pre-trained
@@ -120,8 +158,7 @@ class Claim:
         if unknown:
             raise ValueError(f"Claim {self.name!r}: unknown scales {sorted(unknown)}.")
         for rule in self.rules + (Ordered(self.untrained),):
-            labels = rule.labels if isinstance(rule, Ordered) else (rule.a, rule.b)
-            missing = [label for label in labels if label not in self.members]
+            missing = [label for label in rule.labels if label not in self.members]
             if missing:
                 raise ValueError(
                     f"Claim {self.name!r}: rule {rule.describe()!r} names members {missing} "
@@ -154,6 +191,16 @@ def _finished(workdir: pathlib.Path, config, rounds: int) -> dict[str, Any] | No
         return None
     result = json.loads(summary.read_text())
     return result if result.get("rounds") == rounds else None
+
+
+def _shared(runs: pathlib.Path, seed: int, config, rounds: int):
+    """A finished run of ``config`` in any claim's directory under ``runs``: its directory
+    and summary, or None."""
+    for workdir in sorted(runs.glob(f"*/*_seed{seed}")):
+        summary = _finished(workdir, config, rounds)
+        if summary is not None:
+            return workdir, summary
+    return None
 
 
 def _evaluate_untrained(config, workdir: pathlib.Path) -> dict[str, Any]:
@@ -192,9 +239,14 @@ def run_claim(
             c = config_of(claim, label, seed, scale, extra)
             workdir = pathlib.Path(runs) / claim.name / f"{slug}_seed{seed}"
             untrained = label in claim.untrained
-            summary = _finished(workdir, c, 0 if untrained else c.rounds)
+            rounds = 0 if untrained else c.rounds
+            summary = _finished(workdir, c, rounds)
+            shared = None if summary is not None else _shared(pathlib.Path(runs), seed, c, rounds)
             if summary is not None:
                 log(f"{claim.name}: {label} seed {seed}: finished earlier, skipped")
+            elif shared is not None:
+                where, summary = shared
+                log(f"{claim.name}: {label} seed {seed}: the same run as {where}, shared")
             elif untrained:
                 summary = _evaluate_untrained(c, workdir)
                 log(f"{claim.name}: {label} seed {seed}: {summary['test_accuracy']:.4f} untrained")
@@ -228,10 +280,18 @@ def judge(rule: Rule, results: dict[str, list[dict[str, Any]]]) -> tuple[str, st
         else:
             overall = "inconclusive"
         return overall, "; ".join(f"{detail}: {v}" for v, detail in pairs)
-    a, b = _values(results, rule.a, rule.metric), _values(results, rule.b, rule.metric)
-    if getattr(rule, "lower_is_better", False):
-        a, b = [-v for v in a], [-v for v in b]  # an improvement is a decrease
-    mean, low, high = comparisons.paired_interval(a, b)
+    sign = -1.0 if getattr(rule, "lower_is_better", False) else 1.0  # a gain is a decrease
+    values = {
+        label: [sign * v for v in _values(results, label, rule.metric)] for label in rule.labels
+    }
+    if isinstance(rule, GainExceeds):
+        (a, b), (c, d) = rule.larger, rule.smaller
+        gain = lambda x, y: [vy - vx for vx, vy in zip(values[x], values[y])]
+        mean, low, high = comparisons.paired_interval(gain(c, d), gain(a, b))
+        return comparisons.verdict(low, high), (
+            f"({b} - {a}) - ({d} - {c}): {mean:+.4g} [{low:+.4g}, {high:+.4g}]"
+        )
+    mean, low, high = comparisons.paired_interval(values[rule.a], values[rule.b])
     if isinstance(rule, Close):
         verdict = comparisons.closeness(low, high, rule.margin)
     else:

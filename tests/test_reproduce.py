@@ -12,6 +12,7 @@ from fedjax_lab import reproduce
 from fedjax_lab.reproduce import Beats
 from fedjax_lab.reproduce import Claim
 from fedjax_lab.reproduce import Close
+from fedjax_lab.reproduce import GainExceeds
 from fedjax_lab.reproduce import Ordered
 
 CLAIMS_FILE = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "claims.py"
@@ -74,6 +75,26 @@ def test_a_claim_built_to_fail_does_not_hold_and_reruns_skip_or_resume(tmp_path)
     assert numbers(run()) == numbers(section)
     text = results.read_text()
     assert text.count(start) == 1 and "by hand" in text
+    # Run afresh elsewhere, the same seeds give the same numbers.
+    fresh = reproduce.run_claim(TINY_STEPS, [0, 1, 2], tmp_path / "fresh", extra=TINY)
+    outcome = lambda results: {
+        label: [(s["test_accuracy"], s.get("params_sha256")) for s in runs]
+        for label, runs in results.items()
+    }
+    assert outcome(fresh) == outcome(again)
+    # Another claim with a member of the same config shares its finished runs.
+    other = Claim(
+        name="other",
+        statement="s",
+        members={"the same fedavg": ("fedavg", {})},
+        rules=(),
+        scales=TINY_STEPS.scales,
+    )
+    log.clear()
+    shared = reproduce.run_claim(other, [0, 2], tmp_path / "runs", extra=TINY, log=log.append)
+    assert shared["the same fedavg"] == [again["fedavg"][0], again["fedavg"][2]]
+    assert all("shared" in line and "fedavg_seed" in line for line in log) and len(log) == 2
+    assert not (tmp_path / "runs" / "other").exists()
 
 
 def _summaries(**values):
@@ -91,6 +112,12 @@ def test_rules_judge_paired_differences():
     assert reproduce.judge(Beats("a", "b"), noisy)[0] == "inconclusive"
     assert reproduce.judge(Close("a", "b", 0.5), noisy)[0] == "holds"
     assert reproduce.judge(Close("a", "c", 0.05), results)[0] == "does not hold"
+    # c gains 0.2 over a each seed, b about 0.1: an interaction, judged on the gains.
+    assert reproduce.judge(GainExceeds(("a", "c"), ("a", "b")), results)[0] == "holds"
+    assert reproduce.judge(GainExceeds(("a", "b"), ("a", "c")), results)[0] == "does not hold"
+    assert reproduce.judge(GainExceeds(("a", "b"), ("b", "c")), results)[0] == "inconclusive"
+    lower = reproduce.judge(GainExceeds(("a", "c"), ("a", "b"), lower_is_better=True), results)
+    assert lower[0] == "does not hold"
 
 
 def test_a_theory_check_computes_its_members(tmp_path):
