@@ -2,11 +2,13 @@
 
 ``fedjax-lab reproduce --list`` lists them; ``fedjax-lab reproduce NAME`` runs one over
 seeds 0, 1 and 2 at small scale (the embedded data, on a CPU) and writes its section of
-``experiments/results/RESULTS.md``. The small-scale settings are those of the family
-comparisons (``experiments/*_comparison.py``); the settings in words are in each claim.
+``experiments/results/RESULTS.md``. The small-scale settings are the algorithms' defaults
+on the embedded data, in words in each claim; ``--scale full`` runs a paper's main setting,
+one of the config files beside this one.
 """
 
 import math
+import pathlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +26,16 @@ DIGITS = {"dataset": "digits", "model": "mlp", "num_clients": 100, "rounds": 100
 PATHOLOGICAL = {**DIGITS, "data.partition": "pathological", "data.classes_per_client": 2}
 
 RING = topology.ring(16)
+
+# The full-scale configs: each paper's main setting (their docstrings say what they need).
+HERE = pathlib.Path(__file__).parent
+DFEDSAM_CIFAR10 = HERE / "dfedsam_cifar10.py"
+DP_EMNIST = HERE / "dp_fedsam_emnist.py"
+DFEDALT_CIFAR10 = HERE / "dfedalt_cifar10.py"
+DFEDPGP_CIFAR100 = HERE / "dfedpgp_cifar100.py"
+FED_BBPT_CIFAR10 = HERE / "fed_bbpt_cifar10.py"
+FES_CIFAR10 = HERE / "fes_cifar10.py"
+FED_LTP_CIFAR10 = HERE / "fed_ltp_cifar10.py"
 
 
 def _gossip_decay(label: str, seed: int) -> dict[str, float]:
@@ -44,10 +56,16 @@ CLAIMS = [
         name="dfedsam_beats_dfedavg",
         statement="DFedSAM beats DFedAvg, more so under strong heterogeneity and sparse graphs",
         members={
-            "dfedavg, alpha 0.3, ring": ("dfedavg", {}),
-            "dfedsam, alpha 0.3, ring": ("dfedsam", {}),
-            "dfedavg, alpha 0.05, ring": ("dfedavg", {"data.alpha": 0.05}),
-            "dfedsam, alpha 0.05, ring": ("dfedsam", {"data.alpha": 0.05}),
+            "dfedavg, alpha 0.3, ring": ("dfedavg", {"communication.topology": "ring"}),
+            "dfedsam, alpha 0.3, ring": ("dfedsam", {"communication.topology": "ring"}),
+            "dfedavg, alpha 0.05, ring": (
+                "dfedavg",
+                {"communication.topology": "ring", "data.alpha": 0.05},
+            ),
+            "dfedsam, alpha 0.05, ring": (
+                "dfedsam",
+                {"communication.topology": "ring", "data.alpha": 0.05},
+            ),
             "dfedavg, alpha 0.3, fully connected": (
                 "dfedavg",
                 {"communication.topology": "fully_connected"},
@@ -69,7 +87,7 @@ CLAIMS = [
                 ("dfedavg, alpha 0.3, fully connected", "dfedsam, alpha 0.3, fully connected"),
             ),
         ),
-        scales={"small": {**DIGITS, "communication.topology": "ring"}},
+        scales={"small": DIGITS, "full": DFEDSAM_CIFAR10},
         setting="digits, mlp, 100 clients on a ring (or fully connected), Dirichlet label "
         "skew, 100 rounds of 10 local steps, SAM radius 0.05",
     ),
@@ -84,7 +102,7 @@ CLAIMS = [
             Ordered(("Q = 1", "Q = 2", "Q = 4")),
             GainExceeds(("Q = 1", "Q = 2"), ("Q = 4", "Q = 8")),  # saturating
         ),
-        scales={"small": {**DIGITS, "communication.topology": "ring"}},
+        scales={"small": {**DIGITS, "communication.topology": "ring"}, "full": DFEDSAM_CIFAR10},
         setting="digits, mlp, 100 clients on a ring, Dirichlet(0.3), 100 rounds; saturating: "
         "doubling Q from 1 gains more accuracy than doubling it from 4",
     ),
@@ -94,14 +112,18 @@ CLAIMS = [
         members={
             "dp_fedavg": ("dp_fedavg", {}),
             "dp_fedsam": ("dp_fedsam", {"sam.rho": 0.5}),
+            "dp_fedavg, sigma 0.6": ("dp_fedavg", {"dp.noise_multiplier": 0.6}),
+            "dp_fedsam, sigma 0.6": ("dp_fedsam", {"sam.rho": 0.5, "dp.noise_multiplier": 0.6}),
         },
         rules=(
             Beats("dp_fedavg", "dp_fedsam"),
             Close("dp_fedavg", "dp_fedsam", 1e-9, metric="epsilon"),  # the same budget
+            Beats("dp_fedavg, sigma 0.6", "dp_fedsam, sigma 0.6"),  # a larger budget
+            Close("dp_fedavg, sigma 0.6", "dp_fedsam, sigma 0.6", 1e-9, metric="epsilon"),
         ),
-        scales={"small": {**DIGITS, "rounds": 200}},
-        setting="digits, mlp, 100 clients, Poisson sampling q = 0.1, clip 0.2, sigma 0.95, "
-        "delta 5e-3, RDP, 200 rounds; SAM radius 0.5",
+        scales={"small": {**DIGITS, "rounds": 200}, "full": DP_EMNIST},
+        setting="digits, mlp, 100 clients, Poisson sampling q = 0.1, clip 0.2, sigma 0.95 "
+        "(epsilon 7.82) or 0.6 (epsilon 24.3), delta 5e-3, RDP, 200 rounds; SAM radius 0.5",
     ),
     Claim(
         name="topk_beats_dp_fedsam",
@@ -114,7 +136,7 @@ CLAIMS = [
             Beats("dp_fedsam", "dp_fedsam_topk"),
             Close("dp_fedsam", "dp_fedsam_topk", 1e-9, metric="epsilon"),
         ),
-        scales={"small": {**DIGITS, "rounds": 200}},
+        scales={"small": {**DIGITS, "rounds": 200}, "full": DP_EMNIST},
         setting="as dp_fedsam_beats_dp_fedavg; top-k keeps half of the coordinates",
     ),
     Claim(
@@ -123,11 +145,19 @@ CLAIMS = [
         members={
             "dfedavg (ring)": ("dfedavg", {"communication.topology": "ring"}),
             "dfedalt (ring)": ("dfedalt", {"communication.topology": "ring"}),
+            "fedavg": ("fedavg", {}),
+            "fedper": ("fedper", {}),
+            "fedrep": ("fedrep", {}),
         },
-        rules=(Beats("dfedavg (ring)", "dfedalt (ring)"),),
-        scales={"small": PATHOLOGICAL},
+        rules=(
+            Beats("dfedavg (ring)", "dfedalt (ring)"),
+            Beats("fedavg", "fedper"),  # with a server too
+            Beats("fedper", "dfedalt (ring)"),  # and the decentralized beats the centralized
+            Beats("fedrep", "dfedalt (ring)"),
+        ),
+        scales={"small": PATHOLOGICAL, "full": DFEDALT_CIFAR10},
         setting="digits, mlp, 100 clients with 2 classes each, 100 rounds; dfedalt 5 head "
-        "then 5 body steps",
+        "then 5 body steps; the server-based fedavg, fedper and fedrep sample 10 clients",
     ),
     Claim(
         name="dfedsalt_beats_dfedalt",
@@ -137,7 +167,7 @@ CLAIMS = [
             "dfedsalt (ring)": ("dfedsalt", {"communication.topology": "ring"}),
         },
         rules=(Beats("dfedalt (ring)", "dfedsalt (ring)"),),
-        scales={"small": PATHOLOGICAL},
+        scales={"small": PATHOLOGICAL, "full": DFEDALT_CIFAR10},
         setting="digits, mlp, 100 clients with 2 classes each, 100 rounds",
     ),
     Claim(
@@ -150,6 +180,10 @@ CLAIMS = [
                 {"communication.topology": "random_in_neighbours"},
             ),
             "dfedpgp (random_out_neighbours, push-sum)": ("dfedpgp", {}),
+            "dfedpgp (random_in_neighbours, pull-average)": (
+                "dfedpgp",
+                {"communication.topology": "random_in_neighbours", "personal.push": "off"},
+            ),
         },
         rules=(
             Beats("dfedalt (ring, undirected)", "dfedpgp (random_out_neighbours, push-sum)"),
@@ -157,8 +191,12 @@ CLAIMS = [
                 "dfedalt (random_in_neighbours, naive)",
                 "dfedpgp (random_out_neighbours, push-sum)",
             ),
+            Beats(  # the released code's variant
+                "dfedpgp (random_in_neighbours, pull-average)",
+                "dfedpgp (random_out_neighbours, push-sum)",
+            ),
         ),
-        scales={"small": PATHOLOGICAL},
+        scales={"small": PATHOLOGICAL, "full": DFEDPGP_CIFAR100},
         setting="digits, mlp, 100 clients with 2 classes each, 100 rounds; in- and out-degree 10",
     ),
     Claim(
@@ -174,7 +212,7 @@ CLAIMS = [
             Beats("no prompt", "fed_bbpt (ZO)"),
             Close("fed_bbpt (white box)", "fed_bbpt (ZO)", 0.05),
         ),
-        scales={"small": {"num_clients": 100, "rounds": 100}},
+        scales={"small": {"num_clients": 100, "rounds": 100}, "full": FED_BBPT_CIFAR10},
         setting="the frozen digits_cnn on digits_inverted, 100 clients, 10 per round, 100 "
         "rounds, two-point ZO with 4 directions; within 5 points of the white box",
         untrained=("no prompt",),
@@ -185,7 +223,7 @@ CLAIMS = [
         "server",
         members={"fes_pit": ("fes_pit", {}), "fes_ptzo": ("fes_ptzo", {})},
         rules=(Close("fes_pit", "fes_ptzo", 0.05),),
-        scales={"small": {"num_clients": 100, "rounds": 100}},
+        scales={"small": {"num_clients": 100, "rounds": 100}, "full": FES_CIFAR10},
         setting="digits_vit (pre-trained on digits 0-4) tuned on digits_high, 100 clients, "
         "10 per round, 100 rounds; within 5 points",
     ),
@@ -201,7 +239,7 @@ CLAIMS = [
             Close("dense DP-SGD", "fed_ltp, 80% sparse", 0.05),
             Beats("dense DP-SGD", "fed_ltp, 80% sparse", "bytes_communicated", True),
         ),
-        scales={"small": DIGITS},
+        scales={"small": DIGITS, "full": FED_LTP_CIFAR10},
         setting="digits, mlp, 100 clients, 10 per round, DP-SGD (clip 1, sigma 1), zCDP, "
         "100 rounds; pruning 20% of the remaining weights every 5 rounds to 80%",
     ),
@@ -220,7 +258,7 @@ CLAIMS = [
                 lower_is_better=True,
             ),
         ),
-        scales={"small": DIGITS},
+        scales={"small": DIGITS, "full": DFEDSAM_CIFAR10},
         setting="digits, mlp, 100 clients, Dirichlet(0.3), 100 rounds; gaps grow from the "
         "ring to the fully connected graph, so the consensus distance should fall",
     ),

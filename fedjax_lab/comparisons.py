@@ -8,29 +8,23 @@ lies below 0, and is **inconclusive** otherwise. The claim "B stays close to A" 
 margin ``m``) **holds** when the whole interval lies inside ``(-m, m)``, **does not hold**
 when it lies entirely outside, and is **inconclusive** otherwise (:func:`closeness`).
 
-:func:`run_seeds` runs one setting over seeds, and :func:`write_results` writes a results
-file while keeping the hand-written discussion below its marker.
+The reproduction suite (:mod:`fedjax_lab.reproduce`) judges the seed papers' claims with
+these rules.
 """
 
 from __future__ import annotations
 
 import math
-import pathlib
 import statistics
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 __all__ = [
-    "DISCUSSION",
     "VERDICTS",
     "closeness",
     "paired_interval",
-    "run_seeds",
     "t_quantile",
     "verdict",
-    "write_results",
 ]
-
-DISCUSSION = "<!-- discussion: kept when the table is regenerated -->"
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 
@@ -85,37 +79,3 @@ def closeness(low: float, high: float, margin: float) -> str:
     if high < -margin or low > margin:
         return "does not hold"
     return "inconclusive"
-
-
-def run_seeds(
-    label: str,
-    config_of: Callable[[int], Any],
-    seeds: Sequence[int],
-    runs: str | pathlib.Path,
-) -> list[dict[str, Any]]:
-    """The run summaries of ``config_of(seed)`` for every seed, each in its own directory
-    under ``runs`` (named after ``label`` and the seed, overwritten), with a line per run."""
-    from fedjax_lab import experiment
-
-    slug = "".join(ch if ch.isalnum() else "_" for ch in label)
-    summaries = []
-    for seed in seeds:
-        summary = experiment.run(
-            config_of(seed), pathlib.Path(runs) / f"{slug}_seed{seed}", overwrite=True
-        )
-        summaries.append(summary)
-        print(
-            f"{label} seed {seed}: acc {summary['test_accuracy']:.4f}"
-            f" ({summary['wall_time_s']:.0f} s)",
-            flush=True,
-        )
-    return summaries
-
-
-def write_results(path: str | pathlib.Path, table: str) -> None:
-    """Writes ``table`` to ``path``, keeping what follows the :data:`DISCUSSION` marker of
-    the file there (written by hand) below it."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    kept = path.read_text().partition(DISCUSSION)[2] if path.exists() else ""
-    path.write_text(table + ("\n" + DISCUSSION + kept if kept else ""))

@@ -2,7 +2,9 @@
 
 A :class:`Claim` declares its members (label -> algorithm and config overrides), the
 settings shared by every member at each scale (``"small"``: the embedded data, on a CPU;
-``"full"``: a paper's main setting, on an accelerator with the data), and its rules.
+``"full"``: a paper's main setting, on an accelerator with the data), and its rules. A
+scale's settings are config overrides or a config file (``experiments/dfedsam_cifar10.py``,
+which ``fedjax-lab run --config`` runs too).
 :func:`run_claim` runs every member for every seed, each in its own directory
 ``runs/<claim>/<member>_seed<s>``: a member whose summary is there for the same config is
 skipped, and an interrupted one is resumed from its newest checkpoint, so a long suite
@@ -134,7 +136,8 @@ class Claim:
       members: label -> ``(algorithm, config overrides)``.
       rules: the :class:`Beats`, :class:`Close`, :class:`Ordered` and :class:`GainExceeds`
         rules of the verdict.
-      scales: scale -> config overrides shared by every member (``"small"`` required).
+      scales: scale -> what every member shares: config overrides, or the path of a
+        config file (``"small"`` required).
       setting: the setting in words, for the results.
       untrained: members evaluated as they start, without training (a frozen pre-trained
         model with no prompt yet); their summary holds the evaluation and ``rounds = 0``.
@@ -146,7 +149,7 @@ class Claim:
     statement: str
     members: dict[str, tuple[str, dict[str, Any]]]
     rules: tuple[Rule, ...]
-    scales: dict[str, dict[str, Any]]
+    scales: dict[str, dict[str, Any] | str | os.PathLike]
     setting: str = ""
     untrained: tuple[str, ...] = ()
     compute: Any = None
@@ -157,6 +160,12 @@ class Claim:
         unknown = set(self.scales) - set(SCALES)
         if unknown:
             raise ValueError(f"Claim {self.name!r}: unknown scales {sorted(unknown)}.")
+        for scale, settings in self.scales.items():
+            if not isinstance(settings, dict) and not pathlib.Path(settings).is_file():
+                raise ValueError(
+                    f"Claim {self.name!r}: the {scale!r} scale is {settings!r}, expected config "
+                    "overrides (a dict) or the path of a config file."
+                )
         for rule in self.rules + (Ordered(self.untrained),):
             missing = [label for label in rule.labels if label not in self.members]
             if missing:
@@ -167,16 +176,20 @@ class Claim:
 
 
 def config_of(claim: Claim, label: str, seed: int, scale: str, extra: Sequence[str] = ()):
-    """The config of member ``label`` for ``seed`` at ``scale``: the algorithm's defaults,
-    the scale's settings, the member's overrides, then ``extra`` (``KEY=VALUE`` strings,
-    a tiny size, say)."""
+    """The config of member ``label`` for ``seed`` at ``scale``: the algorithm's defaults
+    updated with the scale's overrides (or the scale's config file, for the member's
+    algorithm), the member's overrides, then ``extra`` (``KEY=VALUE`` strings, a tiny size,
+    say)."""
     if scale not in claim.scales:
         raise ValueError(
             f"Claim {claim.name!r} has no {scale!r} scale; it has {sorted(claim.scales)}."
         )
     algorithm, overrides = claim.members[label]
-    c = config_lib.get_config(algorithm)
-    c = config_lib.update(c, claim.scales[scale])
+    settings = claim.scales[scale]
+    if isinstance(settings, dict):
+        c = config_lib.update(config_lib.get_config(algorithm), settings)
+    else:
+        c = config_lib.with_algorithm(config_lib.load_config_file(settings), algorithm)
     c = config_lib.update(c, overrides)
     c = config_lib.update(c, {"seed": seed, "data.seed": seed, "progress": False})
     return config_lib.resolve(config_lib.apply_overrides(c, extra))
@@ -349,11 +362,17 @@ def claim_report(
 ) -> str:
     """The claim's markdown section of RESULTS.md (module docstring)."""
     metrics = _metrics(claim, results)
+    training = sum(s.get("wall_time_s", 0.0) for runs in results.values() for s in runs)
     header = " | ".join(f"{m} mean | {m} std" for m in metrics)
+    settings = claim.scales[scale]
+    if isinstance(settings, dict):
+        setting = claim.setting or "see experiments/claims.py"
+    else:
+        setting = f"the config {pathlib.Path(settings).name} (its docstring)"
     lines = [
         f"## {claim.name}: {claim.statement}",
         "",
-        f"Setting ({scale} scale): {claim.setting or 'see experiments/claims.py'}"
+        f"Setting ({scale} scale): {setting}"
         f"{f', with {chr(32).join(extra)}' if extra else ''}. Seeds {list(seeds)}.",
         "",
         f"| member | n | {header} | per seed ({metrics[0]}) |",
@@ -375,7 +394,9 @@ def claim_report(
         "",
         f"![{claim.name}]({plot})",
         "",
-        f"Command: `{command}`. Machine: {machine()}. Time: {seconds:.0f} s.",
+        f"Command: `{command}`. Machine: {machine()}. Time: {seconds:.0f} s for this command; "
+        f"{training:.0f} s of training in the members' runs (earlier and shared ones "
+        "included).",
     ]
     return "\n".join(lines) + "\n"
 

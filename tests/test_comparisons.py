@@ -36,12 +36,3 @@ def test_closeness_needs_the_whole_interval_inside_the_margin():
     assert comparisons.closeness(-0.2, -0.07, 0.05) == "does not hold"
     with pytest.raises(ValueError, match="margin > 0"):
         comparisons.closeness(0.0, 0.0, 0.0)
-
-
-def test_write_results_keeps_the_discussion(tmp_path):
-    path = tmp_path / "results.md"
-    comparisons.write_results(path, "table 1\n")
-    assert path.read_text() == "table 1\n"
-    path.write_text(path.read_text() + comparisons.DISCUSSION + "\nby hand\n")
-    comparisons.write_results(path, "table 2\n")
-    assert path.read_text() == "table 2\n\n" + comparisons.DISCUSSION + "\nby hand\n"

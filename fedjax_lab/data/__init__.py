@@ -7,6 +7,7 @@ from fedjax_lab.data.federated import FederatedDataset
 from fedjax_lab.data.federated import available_datasets
 from fedjax_lab.data.federated import available_partitions
 from fedjax_lab.data.federated import default_partition
+from fedjax_lab.data.federated import load_centralized
 from fedjax_lab.data.federated import make_federated_dataset
 from fedjax_lab.data.federated import task_shape
 from fedjax_lab.data.partition import dirichlet
@@ -29,6 +30,7 @@ __all__ = [
     "dirichlet_per_class",
     "iid",
     "label_proportions",
+    "load_centralized",
     "load_digits",
     "load_tfds",
     "make_federated_dataset",

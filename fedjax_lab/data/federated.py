@@ -54,10 +54,13 @@ def _digits_loader(variant: str) -> Callable[..., Any]:
     return load
 
 
-def _tfds_loader(name: str) -> Callable[..., Any]:
+def _tfds_loader(name: str, inverted: bool = False) -> Callable[..., Any]:
     def load(seed: int, data_dir: str | None):
         del seed  # TFDS datasets come with fixed train and test splits.
-        return tfds_sources.load_tfds(name, data_dir=data_dir)
+        x_train, y_train, x_test, y_test = tfds_sources.load_tfds(name, data_dir=data_dir)
+        if inverted:  # 1 - x, a domain shift with the same labels
+            x_train, x_test = 1.0 - x_train, 1.0 - x_test
+        return x_train, y_train, x_test, y_test
 
     return load
 
@@ -86,10 +89,11 @@ _DATASETS: dict[str, _DatasetSpec] = {
     },
     # "iid" is FedProx's IID synthetic variant (all clients share one distribution).
     "synthetic": _DatasetSpec(_load_synthetic, True, ("natural", "iid"), "natural", 10, (60,)),
-    # Prepared TFDS datasets (mnist, fashion_mnist, emnist, cifar10, cifar100).
+    # Prepared TFDS datasets (mnist, fashion_mnist, emnist, cifar10, cifar100), and each
+    # inverted (name_inverted: 1 - x), a target for a model pre-trained on the original.
     **{
-        name: _DatasetSpec(
-            _tfds_loader(name),
+        name + suffix: _DatasetSpec(
+            _tfds_loader(name, inverted=bool(suffix)),
             False,
             _CENTRAL_PARTITIONS,
             "dirichlet",
@@ -97,6 +101,7 @@ _DATASETS: dict[str, _DatasetSpec] = {
             source.input_shape,
         )
         for name, source in tfds_sources.TFDS_DATASETS.items()
+        for suffix in ("", "_inverted")
     },
 }
 
@@ -104,6 +109,16 @@ _DATASETS: dict[str, _DatasetSpec] = {
 def available_datasets() -> tuple[str, ...]:
     """Names accepted by :func:`make_federated_dataset`."""
     return tuple(_DATASETS)
+
+
+def load_centralized(name: str, seed: int = 0, data_dir: str | None = None):
+    """``(x_train, y_train, x_test, y_test)`` of dataset ``name`` before any partition (for
+    central pre-training); ``seed`` draws the split of sources that have no fixed one."""
+    validation.check_name("dataset", name, _DATASETS)
+    spec = _DATASETS[name]
+    if spec.natural:
+        raise ValueError(f"Dataset {name!r} is partitioned by nature; it has no central form.")
+    return spec.load(seed, data_dir)
 
 
 def task_shape(name: str) -> tuple[int, tuple[int, ...]]:

@@ -129,7 +129,9 @@ def load(name_or_path: str | os.PathLike) -> Pretrained:
     if not (path / INFO).is_file():
         raise ValueError(
             f"No pre-trained model {text!r}: expected one of {available()} or the path of a "
-            f"directory written by fedjax_lab.pretrained.save (holding {INFO} and {PARAMS}/)."
+            f"directory written by fedjax_lab.pretrained.save (holding {INFO} and {PARAMS}/). "
+            "A recipe of fedjax_lab.pretrained.make (cifar10_resnet18, cifar100_vit) is made "
+            f"first: python -m fedjax_lab.pretrained.make --names {text} --data-dir DIR."
         )
     info = json.loads((path / INFO).read_text())
     # JSON keeps tuples (such as a CNN's widths) as lists; flax fields want them hashable.
