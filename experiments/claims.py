@@ -27,6 +27,14 @@ PATHOLOGICAL = {**DIGITS, "data.partition": "pathological", "data.classes_per_cl
 
 RING = topology.ring(16)
 
+
+def graph(name: str) -> dict:
+    """The overrides that put a member on topology ``name``; a full-scale config's neighbour
+    count (``communication.topology_k``) applies to the random graphs only."""
+    k = {} if name.startswith("random") else {"communication.topology_k": None}
+    return {"communication.topology": name, **k}
+
+
 # The full-scale configs: each paper's main setting (their docstrings say what they need).
 HERE = pathlib.Path(__file__).parent
 DFEDSAM_CIFAR10 = HERE / "dfedsam_cifar10.py"
@@ -56,23 +64,23 @@ CLAIMS = [
         name="dfedsam_beats_dfedavg",
         statement="DFedSAM beats DFedAvg, more so under strong heterogeneity and sparse graphs",
         members={
-            "dfedavg, alpha 0.3, ring": ("dfedavg", {"communication.topology": "ring"}),
-            "dfedsam, alpha 0.3, ring": ("dfedsam", {"communication.topology": "ring"}),
+            "dfedavg, alpha 0.3, ring": ("dfedavg", graph("ring")),
+            "dfedsam, alpha 0.3, ring": ("dfedsam", graph("ring")),
             "dfedavg, alpha 0.05, ring": (
                 "dfedavg",
-                {"communication.topology": "ring", "data.alpha": 0.05},
+                {**graph("ring"), "data.alpha": 0.05},
             ),
             "dfedsam, alpha 0.05, ring": (
                 "dfedsam",
-                {"communication.topology": "ring", "data.alpha": 0.05},
+                {**graph("ring"), "data.alpha": 0.05},
             ),
             "dfedavg, alpha 0.3, fully connected": (
                 "dfedavg",
-                {"communication.topology": "fully_connected"},
+                graph("fully_connected"),
             ),
             "dfedsam, alpha 0.3, fully connected": (
                 "dfedsam",
-                {"communication.topology": "fully_connected"},
+                graph("fully_connected"),
             ),
         },
         rules=(
@@ -143,8 +151,8 @@ CLAIMS = [
         name="partial_personalization",
         statement="DFedAlt: partial personalization beats full-model sharing on label skew",
         members={
-            "dfedavg (ring)": ("dfedavg", {"communication.topology": "ring"}),
-            "dfedalt (ring)": ("dfedalt", {"communication.topology": "ring"}),
+            "dfedavg (ring)": ("dfedavg", graph("ring")),
+            "dfedalt (ring)": ("dfedalt", graph("ring")),
             "fedavg": ("fedavg", {}),
             "fedper": ("fedper", {}),
             "fedrep": ("fedrep", {}),
@@ -163,8 +171,8 @@ CLAIMS = [
         name="dfedsalt_beats_dfedalt",
         statement="DFedSalt improves on DFedAlt",
         members={
-            "dfedalt (ring)": ("dfedalt", {"communication.topology": "ring"}),
-            "dfedsalt (ring)": ("dfedsalt", {"communication.topology": "ring"}),
+            "dfedalt (ring)": ("dfedalt", graph("ring")),
+            "dfedsalt (ring)": ("dfedsalt", graph("ring")),
         },
         rules=(Beats("dfedalt (ring)", "dfedsalt (ring)"),),
         scales={"small": PATHOLOGICAL, "full": DFEDALT_CIFAR10},
@@ -174,10 +182,10 @@ CLAIMS = [
         name="push_sum_directed",
         statement="DFedPGP: push-sum on directed graphs beats undirected and naive directed mixing",
         members={
-            "dfedalt (ring, undirected)": ("dfedalt", {"communication.topology": "ring"}),
+            "dfedalt (ring, undirected)": ("dfedalt", graph("ring")),
             "dfedalt (random_in_neighbours, naive)": (
                 "dfedalt",
-                {"communication.topology": "random_in_neighbours"},
+                graph("random_in_neighbours"),
             ),
             "dfedpgp (random_out_neighbours, push-sum)": ("dfedpgp", {}),
             "dfedpgp (random_in_neighbours, pull-average)": (
@@ -248,7 +256,7 @@ CLAIMS = [
         statement="Theory: DFedSAM's consensus distance orders as the topologies' spectral "
         "gaps 1 - lambda",
         members={
-            name: ("dfedsam", {"communication.topology": name})
+            name: ("dfedsam", graph(name))
             for name in ("ring", "torus", "exponential", "fully_connected")
         },
         rules=(

@@ -1,7 +1,6 @@
 """Tests for the TFDS sources (fedjax_lab.data.tfds_sources); never downloads."""
 
 import io
-import socket
 import sys
 from unittest import mock
 
@@ -10,67 +9,23 @@ import pytest
 
 from fedjax_lab import data
 from fedjax_lab.data import tfds_sources
+from tests import fake_tfds
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
 NAMES = tuple(tfds_sources.TFDS_DATASETS)
-NUM_TRAIN, NUM_TEST = 300, 200  # >= 100 test examples: every class in both splits.
+NUM_TRAIN, NUM_TEST = fake_tfds.NUM_TRAIN, fake_tfds.NUM_TEST
+_fake_examples = fake_tfds.fake_examples
 
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Fails any attempt to open a network connection."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
-
-def _fake_examples(features, num_examples, seed):
-    """Random uint8 images (including 0 and 255) and labels covering all classes."""
-    rng = np.random.default_rng(seed)
-    num_classes = features["label"].num_classes
-    images = rng.integers(0, 256, (num_examples, *features["image"].shape), dtype=np.uint8)
-    images[0], images[1] = 0, 255
-    labels = rng.permutation(np.arange(num_examples) % num_classes)
-    return images, labels
-
-
-class _FakeSource:
-    """Random-access source shaped like TFDS's (``__getitems__`` batched reads)."""
-
-    def __init__(self, features, num_examples, seed):
-        self.images, self.labels = _fake_examples(features, num_examples, seed)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return {"image": self.images[i], "label": np.int64(self.labels[i])}
-
-    def __getitems__(self, keys):
-        return [self[i] for i in keys]
-
-
-def _fake_as_data_source(builder, split, decoders=None, deserialize_method=None, **kwargs):
-    """Replaces ``DatasetBuilder.as_data_source``; features come from TFDS's code."""
-    del decoders, deserialize_method, kwargs
-    sizes = {"train": (NUM_TRAIN, 0), "test": (NUM_TEST, 1)}
-    return _FakeSource(builder.info.features, *sizes[split])
+    fake_tfds.refuse_network(monkeypatch)
 
 
 @pytest.fixture
 def mocked_tfds():
-    # USE_CODE builds the DatasetInfo from the dataset's code, needing no
-    # metadata files (USE_FILES) or network. The default mocked data source's
-    # __getitems__ is broken in tfds 4.9.x (its bound method misses ``self``),
-    # hence the custom ``as_data_source_fn``.
-    with tfds.testing.mock_data(
-        policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=_fake_as_data_source
-    ):
+    with fake_tfds.mocked():
         yield
 
 
@@ -237,3 +192,22 @@ def test_digits_ignores_data_dir(tmp_path):
 def test_unknown_tfds_name():
     with pytest.raises(ValueError, match="Unknown TFDS dataset 'svhn'"):
         data.load_tfds("svhn")
+
+
+def test_an_inverted_dataset_is_one_minus_the_original(mocked_tfds):
+    x, y, x_test, y_test = data.load_centralized("cifar10")
+    xi, yi, xi_test, yi_test = data.load_centralized("cifar10_inverted")
+    np.testing.assert_allclose(xi, 1.0 - x)
+    np.testing.assert_allclose(xi_test, 1.0 - x_test)
+    np.testing.assert_array_equal(yi, y)
+    np.testing.assert_array_equal(yi_test, y_test)
+    assert data.task_shape("cifar10_inverted") == data.task_shape("cifar10") == (10, (32, 32, 3))
+    ds = data.make_federated_dataset("emnist_inverted", 3, seed=0, test_examples_per_client=5)
+    assert ds.num_classes == 47 and ds.input_shape == (28, 28, 1)
+
+
+def test_a_naturally_partitioned_dataset_has_no_central_form():
+    with pytest.raises(ValueError, match="'synthetic' is partitioned by nature"):
+        data.load_centralized("synthetic")
+    with pytest.raises(ValueError, match="cifar1000"):
+        data.load_centralized("cifar1000")

@@ -1,0 +1,74 @@
+"""Smoke tests of the full-scale configs (each paper's main setting, ``experiments/*.py``,
+the ``full`` scale of the claims): every member of every claim resolves at full scale, and
+each config trains one tiny round end to end on fake TFDS data (``tests/fake_tfds.py``),
+never downloading; a frozen pre-trained model is made by its recipe in one step."""
+
+import pathlib
+
+import pytest
+
+from fedjax_lab import config as config_lib
+from fedjax_lab import data
+from fedjax_lab import experiment
+from fedjax_lab import pretrained
+from fedjax_lab import reproduce
+from fedjax_lab.pretrained import make
+from tests import fake_tfds
+
+pytest.importorskip("tensorflow_datasets")
+
+CLAIMS = reproduce.load_claims(
+    pathlib.Path(__file__).resolve().parents[1] / "experiments" / "claims.py"
+)
+FULL = sorted(
+    {
+        pathlib.Path(c.scales["full"]).name: c.scales["full"]
+        for c in CLAIMS.values()
+        if "full" in c.scales
+    }.items()
+)
+# 16 clients: a 4 x 4 torus, and room for the configs' 10 random neighbours.
+TINY = [
+    "num_clients=16",
+    "server.clients_per_round=4",
+    "rounds=1",
+    "local.steps=1",
+    "local.batch_size=2",
+    "data.test_examples_per_client=2",
+    "eval_every=1",
+    "checkpoint_every=1",
+    "progress=False",
+]
+
+
+def test_every_trained_claim_has_a_full_scale_of_tfds_data():
+    assert [c.name for c in CLAIMS.values() if "full" not in c.scales and c.compute is None] == []
+    tfds_names = set(data.available_datasets()) - {"synthetic"}
+    for claim in CLAIMS.values():
+        if "full" not in claim.scales:
+            continue
+        for label in claim.members:
+            c = reproduce.config_of(claim, label, 0, "full", TINY)
+            assert c.dataset in tfds_names and not c.dataset.startswith("digits"), (
+                claim.name,
+                label,
+            )
+            assert c.model != "mlp", (claim.name, label)
+
+
+@pytest.mark.parametrize("name, path", FULL, ids=[name for name, _ in FULL])
+def test_a_full_scale_config_trains_a_tiny_round(name, path, tmp_path, monkeypatch):
+    fake_tfds.refuse_network(monkeypatch)
+    c = config_lib.load_config_file(path)
+    extra = TINY + ["personal.head_steps=1", "personal.body_steps=1"] * ("personal" in c)
+    with fake_tfds.mocked():
+        if c.model == "pretrained":  # made by its recipe, one step, into tmp_path
+            model, kwargs, classes, params, details, shape = make.train(c.zo.model, steps=1)
+            made = tmp_path / c.zo.model
+            pretrained.save(
+                made, model, params, num_classes=classes, input_shape=shape, model_kwargs=kwargs
+            )
+            extra.append(f"zo.model={made}")
+        c = config_lib.resolve(config_lib.apply_overrides(c, extra))
+        summary = experiment.run(c, tmp_path / "run")
+    assert summary["rounds"] == 1 and 0.0 <= summary["test_accuracy"] <= 1.0
