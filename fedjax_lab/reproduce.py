@@ -31,7 +31,8 @@ The rules read one summary metric of every run (``test_accuracy`` unless said ot
 :func:`claim_report` turns the runs into a markdown section (the statement, the setting,
 the table of mean, spread and number of seeds, the verdicts, the command, the machine and
 the time) and :func:`write_section` puts it into ``RESULTS.md``, replacing that claim's
-section only and keeping the hand-written discussion below its marker.
+section only and keeping the hand-written discussion below its marker; the summary at the
+top (every claim's verdicts) is regenerated from the sections.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import statistics
 import time
 from typing import Any, Sequence
@@ -444,7 +446,28 @@ def write_section(path: str | pathlib.Path, name: str, section: str) -> None:
         before, after = text.rstrip("\n") + "\n\n", "\n"
     body = f"{start}\n{section}\n{discussion}{kept or chr(10)}{end}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(before + body + after)
+    path.write_text(_with_summary(before + body + after))
+
+
+SUMMARY = ("<!-- summary: generated from the sections below -->", "<!-- end: summary -->")
+
+
+def _with_summary(text: str) -> str:
+    """``text`` with its summary (each claim's verdicts, one per rule, read from the
+    sections) regenerated below the title."""
+    rows = ["| claim | statement | verdicts, one per rule |", "|---|---|---|"]
+    for name in re.findall(r"^<!-- claim: (\S+) -->$", text, flags=re.M):
+        start, _, end = _markers(name)
+        section = text.partition(start)[2].partition(end)[0]
+        title = re.search(r"^## \S+: (.*)$", section, flags=re.M)
+        verdicts = re.findall(r"\| \*\*(holds|does not hold|inconclusive)\*\* \|", section)
+        rows.append(f"| {name} | {title.group(1) if title else ''} | {', '.join(verdicts)} |")
+    summary = f"{SUMMARY[0]}\n" + "\n".join(rows) + f"\n{SUMMARY[1]}"
+    if SUMMARY[0] in text and SUMMARY[1] in text:
+        before, _, rest = text.partition(SUMMARY[0])
+        return before + summary + rest.partition(SUMMARY[1])[2]
+    title, newline, rest = text.partition("\n")
+    return f"{title}\n\n{summary}\n{newline}{rest.lstrip(chr(10))}"
 
 
 def load_claims(path: str | pathlib.Path) -> dict[str, Claim]:

@@ -75,6 +75,9 @@ def test_a_claim_built_to_fail_does_not_hold_and_reruns_skip_or_resume(tmp_path)
     assert numbers(run()) == numbers(section)
     text = results.read_text()
     assert text.count(start) == 1 and "by hand" in text
+    # The summary at the top holds every claim's verdicts, once.
+    row = "| tiny_steps_beat_sgd | a step size of 1e-5 beats 0.1 (false) | does not hold, "
+    assert text.count(reproduce.SUMMARY[0]) == 1 and row + "does not hold, holds |" in text
     # Run afresh elsewhere, the same seeds give the same numbers.
     fresh = reproduce.run_claim(TINY_STEPS, [0, 1, 2], tmp_path / "fresh", extra=TINY)
     outcome = lambda results: {
