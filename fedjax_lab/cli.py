@@ -151,8 +151,10 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     claims = reproduce.load_claims(args.claims)
     if args.list or not args.claim:
+        width = max(len(name) for name in claims)
         for claim in claims.values():
-            print(f"{claim.name:28s} {claim.statement}")
+            scales = ", ".join(claim.scales)
+            print(f"{claim.name:{width}s}  [{scales}]  {claim.statement}")
         return 0
     validation.check_name("claim", args.claim, claims)
     command = f"fedjax-lab reproduce {args.claim} --seeds {' '.join(map(str, args.seeds))}"
