@@ -167,6 +167,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         results_path=args.results,
         command=command,
         extra=args.set or (),
+        order=list(claims),
     )
     print(section)
     print(f"wrote the {args.claim} section of {args.results}")

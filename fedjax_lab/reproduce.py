@@ -325,24 +325,30 @@ def _metrics(claim: Claim, results) -> list[str]:
 
 
 def plot_claim(claim: Claim, results, path: str | pathlib.Path) -> pathlib.Path:
-    """A PNG of every member's mean and spread over seeds, one panel per metric."""
+    """A PNG of every member's seeds (dots), their mean and standard deviation (bars), one
+    panel per metric; the axis spans the values, so small differences show."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = _metrics(claim, results)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
     labels = list(claim.members)
+    width = max(4.5, 0.8 * len(labels))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width * len(metrics), 4.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        values = [_values(results, label, metric) for label in labels]
-        means = [statistics.mean(v) for v in values]
-        spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
-        ax.bar(range(len(labels)), means, yerr=spread, capsize=4, color="tab:blue", alpha=0.8)
+        for i, label in enumerate(labels):
+            values = _values(results, label, metric)
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            ax.plot([i] * len(values), values, "o", color="tab:blue", alpha=0.45, ms=4)
+            ax.errorbar(i, statistics.mean(values), yerr=std, fmt="_", color="k", ms=14, capsize=5)
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_title(metric, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(claim.statement, fontsize=9)
+    fig.suptitle(textwrap.fill(claim.statement, int(11 * width * len(metrics))), fontsize=9)
     fig.tight_layout()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -431,9 +437,12 @@ def _markers(name: str) -> tuple[str, str, str]:
     )
 
 
-def write_section(path: str | pathlib.Path, name: str, section: str) -> None:
+def write_section(
+    path: str | pathlib.Path, name: str, section: str, order: Sequence[str] = ()
+) -> None:
     """Puts ``section`` into ``path`` as claim ``name``'s part, replacing the old one (its
-    hand-written discussion kept) or appending it."""
+    hand-written discussion kept) or appending it; the sections follow ``order`` (claim
+    names; others after them)."""
     path = pathlib.Path(path)
     text = path.read_text() if path.exists() else "# Reproductions\n"
     start, discussion, end = _markers(name)
@@ -446,7 +455,25 @@ def write_section(path: str | pathlib.Path, name: str, section: str) -> None:
         before, after = text.rstrip("\n") + "\n\n", "\n"
     body = f"{start}\n{section}\n{discussion}{kept or chr(10)}{end}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_with_summary(before + body + after))
+    path.write_text(_with_summary(_ordered(before + body + after, order)))
+
+
+def _ordered(text: str, order: Sequence[str]) -> str:
+    """``text`` with its claims' sections in ``order``, when only blank lines separate them
+    (nothing between them is moved or lost)."""
+    names = re.findall(r"^<!-- claim: (\S+) -->$", text, flags=re.M)
+    spans = []
+    for name in names:
+        start, _, end = _markers(name)
+        first = text.index(start)
+        spans.append((first, text.index(end, first) + len(end)))
+    if not spans or any(text[a[1] : b[0]].strip() for a, b in zip(spans, spans[1:])):
+        return text
+    rank = {name: i for i, name in enumerate(order)}
+    sections = dict(zip(names, (text[a:b] for a, b in spans)))
+    names.sort(key=lambda name: rank.get(name, len(rank)))  # stable: others keep their order
+    body = "\n\n".join(sections[name] for name in names)
+    return text[: spans[0][0]] + body + text[spans[-1][1] :]
 
 
 SUMMARY = ("<!-- summary: generated from the sections below -->", "<!-- end: summary -->")
@@ -490,9 +517,11 @@ def reproduce(
     results_path: str | pathlib.Path,
     command: str,
     extra: Sequence[str] = (),
+    order: Sequence[str] = (),
 ) -> str:
     """Runs ``claim`` (:func:`run_claim`), draws it, and writes its section of
-    ``results_path``; returns the section."""
+    ``results_path`` (the sections in ``order``, :func:`write_section`); returns the
+    section."""
     start = time.time()
     results = run_claim(claim, seeds, runs, scale=scale, extra=extra)
     results_path = pathlib.Path(results_path)
@@ -507,5 +536,5 @@ def reproduce(
         plot=plot.name,
         extra=extra,
     )
-    write_section(results_path, claim.name, section)
+    write_section(results_path, claim.name, section, order)
     return section

@@ -149,6 +149,22 @@ def test_the_declared_claims_are_valid_and_listed(capsys):
     assert "Unknown claim 'no_such'" in capsys.readouterr().err
 
 
+def test_sections_follow_the_claims_order_and_keep_their_discussions(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    for name in ("c", "a", "b"):
+        reproduce.write_section(path, name, f"## {name}: claim {name}\n", order=("a", "b"))
+    text = path.read_text()
+    starts = [text.index(f"<!-- claim: {name} -->") for name in ("a", "b", "c")]
+    assert starts == sorted(starts)
+    _, discussion, _ = reproduce._markers("c")
+    path.write_text(text.replace(discussion, discussion + "\nabout c\n"))
+    reproduce.write_section(path, "a", "## a: claim a, again\n", order=("c", "a", "b"))
+    text = path.read_text()
+    assert text.index("<!-- claim: c -->") < text.index("<!-- claim: a -->")
+    assert "about c" in text and "claim a, again" in text and "## a: claim a\n" not in text
+    assert text.count("| c | claim c |  |") == 1  # in the summary, no rules
+
+
 def test_a_rule_naming_an_undeclared_member_is_an_error():
     with pytest.raises(ValueError, match=r"names members \['c'\]"):
         Claim("x", "s", {"a": ("fedavg", {})}, (Beats("a", "c"),), {"small": {}})
