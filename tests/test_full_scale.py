@@ -41,6 +41,18 @@ TINY = [
 ]
 
 
+def _tiny_run(c) -> list[str]:
+    """Overrides that shrink a resolved config ``c`` to one cheap round: 4 clients (2 random
+    neighbours each), one local step of 2 examples, one head and one body step."""
+    extra = [item for item in TINY if not item.startswith(("num_clients", "server."))]
+    extra += ["num_clients=4", "server.clients_per_round=2"]
+    if str(c.communication.topology).startswith("random"):
+        extra.append("communication.topology_k=2")
+    if "personal" in c:
+        extra += ["personal.head_steps=1", "personal.body_steps=1"]
+    return extra
+
+
 def test_every_trained_claim_has_a_full_scale_of_tfds_data():
     assert [c.name for c in CLAIMS.values() if "full" not in c.scales and c.compute is None] == []
     tfds_names = set(data.available_datasets()) - {"synthetic"}
@@ -60,9 +72,11 @@ def test_every_trained_claim_has_a_full_scale_of_tfds_data():
 def test_a_full_scale_config_trains_a_tiny_round(name, path, tmp_path, monkeypatch):
     fake_tfds.refuse_network(monkeypatch)
     c = config_lib.load_config_file(path)
-    extra = TINY + ["personal.head_steps=1", "personal.body_steps=1"] * ("personal" in c)
+    extra = _tiny_run(config_lib.resolve(c))
     with fake_tfds.mocked():
-        if c.model == "pretrained":  # made by its recipe, one step, into tmp_path
+        if c.model == "pretrained":  # made by its recipe, one step of 2 examples, in tmp_path
+            recipe = make.RECIPES[c.zo.model]
+            monkeypatch.setitem(make.RECIPES, c.zo.model, recipe._replace(batch_size=2))
             model, kwargs, classes, params, details, shape = make.train(c.zo.model, steps=1)
             made = tmp_path / c.zo.model
             pretrained.save(

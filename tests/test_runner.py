@@ -17,8 +17,10 @@ from fedjax_lab import config as config_lib
 from fedjax_lab import data
 from fedjax_lab import experiment
 from fedjax_lab import models
+from fedjax_lab import pretrained
 from fedjax_lab import records
 from fedjax_lab import topology
+from fedjax_lab.pretrained import make
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = [
@@ -134,7 +136,10 @@ def test_experiment_config_files_are_valid(path):
     c = config_lib.resolve(config_lib.load_config_file(path))
     assert c.algorithm in experiment.registry.available_algorithms()
     assert c.dataset in data.available_datasets()
-    assert c.model in models.available_models()
+    if c.model == "pretrained":  # a shipped model, or one its recipe makes
+        assert c.zo.model in (*pretrained.available(), *make.RECIPES)
+    else:
+        assert c.model in models.available_models()
     assert c.communication.topology in topology.available_topologies()
 
 
