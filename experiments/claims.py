@@ -1,7 +1,7 @@
 """The seed papers' claims, each a declared experiment set (:mod:`fedjax_lab.reproduce`).
 
 ``fedjax-lab reproduce --list`` lists them; ``fedjax-lab reproduce NAME`` runs one over
-seeds 0, 1 and 2 at small scale (the embedded data, on a CPU) and writes its section of
+seeds 0 to 4 at small scale (the embedded data, on a CPU) and writes its section of
 ``experiments/results/RESULTS.md``. The small-scale settings are the algorithms' defaults
 on the embedded data, in words in each claim; ``--scale full`` runs a paper's main setting,
 one of the config files beside this one.
@@ -21,7 +21,7 @@ from fedjax_lab.reproduce import Close
 from fedjax_lab.reproduce import GainExceeds
 from fedjax_lab.reproduce import Ordered
 
-# The digits with 100 clients, as the comparisons run them.
+# The digits with 100 clients and 100 rounds: the small scale.
 DIGITS = {"dataset": "digits", "model": "mlp", "num_clients": 100, "rounds": 100}
 PATHOLOGICAL = {**DIGITS, "data.partition": "pathological", "data.classes_per_client": 2}
 

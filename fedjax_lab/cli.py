@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     claims.add_argument("claim", nargs="?", help="the claim (--list shows them)")
     claims.add_argument("--list", action="store_true", help="list the declared claims")
-    claims.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    claims.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     claims.add_argument("--scale", choices=("small", "full"), default="small")
     claims.add_argument("--claims", default="experiments/claims.py", help="the claims file")
     claims.add_argument("--runs", default="runs/reproduce", help="where the runs are kept")
