@@ -35,6 +35,10 @@ def graph(name: str) -> dict:
     return {"communication.topology": name, **k}
 
 
+# Members that several claims declare; run_claim shares their runs.
+DP_FEDSAM = ("dp_fedsam", {"sam.rho": 0.5})  # the released code's radius
+DFEDALT_RING = ("dfedalt", graph("ring"))
+
 # The full-scale configs: each paper's main setting (their docstrings say what they need).
 HERE = pathlib.Path(__file__).parent
 DFEDSAM_CIFAR10 = HERE / "dfedsam_cifar10.py"
@@ -119,7 +123,7 @@ CLAIMS = [
         statement="DP-FedSAM beats DP-FedAvg at equal (epsilon, delta)",
         members={
             "dp_fedavg": ("dp_fedavg", {}),
-            "dp_fedsam": ("dp_fedsam", {"sam.rho": 0.5}),
+            "dp_fedsam": DP_FEDSAM,
             "dp_fedavg, sigma 0.6": ("dp_fedavg", {"dp.noise_multiplier": 0.6}),
             "dp_fedsam, sigma 0.6": ("dp_fedsam", {"sam.rho": 0.5, "dp.noise_multiplier": 0.6}),
         },
@@ -137,7 +141,7 @@ CLAIMS = [
         name="topk_beats_dp_fedsam",
         statement="DP-FedSAM-top_k improves on DP-FedSAM at the same budget",
         members={
-            "dp_fedsam": ("dp_fedsam", {"sam.rho": 0.5}),
+            "dp_fedsam": DP_FEDSAM,
             "dp_fedsam_topk": ("dp_fedsam_topk", {"sam.rho": 0.5}),
         },
         rules=(
@@ -152,7 +156,7 @@ CLAIMS = [
         statement="DFedAlt: partial personalization beats full-model sharing on label skew",
         members={
             "dfedavg (ring)": ("dfedavg", graph("ring")),
-            "dfedalt (ring)": ("dfedalt", graph("ring")),
+            "dfedalt (ring)": DFEDALT_RING,
             "fedavg": ("fedavg", {}),
             "fedper": ("fedper", {}),
             "fedrep": ("fedrep", {}),
@@ -171,7 +175,7 @@ CLAIMS = [
         name="dfedsalt_beats_dfedalt",
         statement="DFedSalt improves on DFedAlt",
         members={
-            "dfedalt (ring)": ("dfedalt", graph("ring")),
+            "dfedalt (ring)": DFEDALT_RING,
             "dfedsalt (ring)": ("dfedsalt", graph("ring")),
         },
         rules=(Beats("dfedalt (ring)", "dfedsalt (ring)"),),
@@ -182,7 +186,7 @@ CLAIMS = [
         name="push_sum_directed",
         statement="DFedPGP: push-sum on directed graphs beats undirected and naive directed mixing",
         members={
-            "dfedalt (ring, undirected)": ("dfedalt", graph("ring")),
+            "dfedalt (ring, undirected)": DFEDALT_RING,
             "dfedalt (random_in_neighbours, naive)": (
                 "dfedalt",
                 graph("random_in_neighbours"),

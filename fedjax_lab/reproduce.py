@@ -197,24 +197,26 @@ def config_of(claim: Claim, label: str, seed: int, scale: str, extra: Sequence[s
     return config_lib.resolve(config_lib.apply_overrides(c, extra))
 
 
-def _finished(workdir: pathlib.Path, config, rounds: int) -> dict[str, Any] | None:
-    """The summary of a finished run of ``config`` (``rounds`` trained) in ``workdir``."""
+def _finished(workdir: pathlib.Path, wanted: dict[str, Any], rounds: int) -> dict[str, Any] | None:
+    """The summary of a finished run of the config ``wanted`` (as its ``config.json``
+    stores it, ``rounds`` trained) in ``workdir``, or None."""
     summary, stored = workdir / "summary.json", workdir / "config.json"
     if not (summary.is_file() and stored.is_file()):
         return None
-    if json.loads(stored.read_text()) != json.loads(json.dumps(config.to_dict())):
+    if json.loads(stored.read_text()) != wanted:
         return None
     result = json.loads(summary.read_text())
     return result if result.get("rounds") == rounds else None
 
 
-def _shared(runs: pathlib.Path, seed: int, config, rounds: int):
-    """A finished run of ``config`` in any claim's directory under ``runs``: its directory
-    and summary, or None."""
-    for workdir in sorted(runs.glob(f"*/*_seed{seed}")):
-        summary = _finished(workdir, config, rounds)
+def _find_finished(runs: pathlib.Path, workdir: pathlib.Path, seed: int, config, rounds: int):
+    """A finished run of ``config``: in ``workdir`` or else in any claim's directory under
+    ``runs`` (a shared one); its directory and summary, or None."""
+    wanted = json.loads(json.dumps(config.to_dict()))
+    for where in [workdir, *sorted(set(runs.glob(f"*/*_seed{seed}")) - {workdir})]:
+        summary = _finished(where, wanted, rounds)
         if summary is not None:
-            return workdir, summary
+            return where, summary
     return None
 
 
@@ -254,14 +256,15 @@ def run_claim(
             c = config_of(claim, label, seed, scale, extra)
             workdir = pathlib.Path(runs) / claim.name / f"{slug}_seed{seed}"
             untrained = label in claim.untrained
-            rounds = 0 if untrained else c.rounds
-            summary = _finished(workdir, c, rounds)
-            shared = None if summary is not None else _shared(pathlib.Path(runs), seed, c, rounds)
-            if summary is not None:
-                log(f"{claim.name}: {label} seed {seed}: finished earlier, skipped")
-            elif shared is not None:
-                where, summary = shared
-                log(f"{claim.name}: {label} seed {seed}: the same run as {where}, shared")
+            found = _find_finished(
+                pathlib.Path(runs), workdir, seed, c, 0 if untrained else c.rounds
+            )
+            if found is not None:
+                where, summary = found
+                if where == workdir:
+                    log(f"{claim.name}: {label} seed {seed}: finished earlier, skipped")
+                else:
+                    log(f"{claim.name}: {label} seed {seed}: the same run as {where}, shared")
             elif untrained:
                 summary = _evaluate_untrained(c, workdir)
                 log(f"{claim.name}: {label} seed {seed}: {summary['test_accuracy']:.4f} untrained")

@@ -27,10 +27,8 @@ FULL = sorted(
         if "full" in c.scales
     }.items()
 )
-# 16 clients: a 4 x 4 torus, and room for the configs' 10 random neighbours.
-TINY = [
-    "num_clients=16",
-    "server.clients_per_round=4",
+# One round of one local step of 2 examples.
+SHRINK = [
     "rounds=1",
     "local.steps=1",
     "local.batch_size=2",
@@ -39,13 +37,14 @@ TINY = [
     "checkpoint_every=1",
     "progress=False",
 ]
+# 16 clients: a 4 x 4 torus, and room for the configs' 10 random neighbours.
+TINY = ["num_clients=16", "server.clients_per_round=4", *SHRINK]
 
 
 def _tiny_run(c) -> list[str]:
-    """Overrides that shrink a resolved config ``c`` to one cheap round: 4 clients (2 random
-    neighbours each), one local step of 2 examples, one head and one body step."""
-    extra = [item for item in TINY if not item.startswith(("num_clients", "server."))]
-    extra += ["num_clients=4", "server.clients_per_round=2"]
+    """Overrides that shrink a resolved config ``c`` to one cheap round: ``SHRINK`` on 4
+    clients (2 random neighbours each), with one head and one body step."""
+    extra = ["num_clients=4", "server.clients_per_round=2", *SHRINK]
     if str(c.communication.topology).startswith("random"):
         extra.append("communication.topology_k=2")
     if "personal" in c:

@@ -15,7 +15,6 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 NAMES = tuple(tfds_sources.TFDS_DATASETS)
 NUM_TRAIN, NUM_TEST = fake_tfds.NUM_TRAIN, fake_tfds.NUM_TEST
-_fake_examples = fake_tfds.fake_examples
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +60,9 @@ def test_make_federated_tfds(mocked_tfds, name, partition):
 def test_load_tfds_scaling(mocked_tfds, name):
     spec = tfds_sources.TFDS_DATASETS[name]
     x_tr, y_tr, x_te, y_te = data.load_tfds(name)
-    images, labels = _fake_examples(tfds.builder(spec.tfds_name).info.features, NUM_TRAIN, 0)
+    images, labels = fake_tfds.fake_examples(
+        tfds.builder(spec.tfds_name).info.features, NUM_TRAIN, 0
+    )
     assert x_tr.shape == (NUM_TRAIN, *spec.input_shape) and x_te.shape[0] == NUM_TEST
     np.testing.assert_allclose(x_tr, images / 255.0, atol=1e-7)
     np.testing.assert_array_equal(y_tr, labels)
@@ -92,7 +93,7 @@ def _prepare_fake(tfds_name, data_dir, num_train, num_test):
         del self, dl_manager
 
         def generate(num_examples, seed):
-            images, labels = _fake_examples(features, num_examples, seed)
+            images, labels = fake_tfds.fake_examples(features, num_examples, seed)
             for i, (image, label) in enumerate(zip(images, labels)):
                 example = {"image": image, "label": int(label)}
                 if "id" in features:
@@ -128,7 +129,7 @@ def test_load_prepared_array_record(tmp_path, monkeypatch, name):
     assert x_tr.shape == (120, *spec.input_shape) and x_te.shape == (100, *spec.input_shape)
     assert x_tr.dtype == np.float32 and y_tr.dtype == np.int32
     # The prepared train split is shuffled: compare as (image, label) multisets.
-    images, labels = _fake_examples(features, 120, 0)
+    images, labels = fake_tfds.fake_examples(features, 120, 0)
     np.testing.assert_allclose(x_tr * 255.0, np.rint(x_tr * 255.0), atol=1e-4)  # k / 255
     expected = sorted((int(y), x.tobytes()) for x, y in zip(images, labels))
     pixels = np.rint(x_tr * 255.0).astype(np.uint8)
