@@ -177,17 +177,22 @@ class Claim:
                 )
 
 
+def _settings(claim: Claim, scale: str) -> dict[str, Any] | str | os.PathLike:
+    """What ``claim``'s members share at ``scale``; ValueError for a scale it lacks."""
+    if scale not in claim.scales:
+        raise ValueError(
+            f"Claim {claim.name!r} has no {scale!r} scale; it has {sorted(claim.scales)}."
+        )
+    return claim.scales[scale]
+
+
 def config_of(claim: Claim, label: str, seed: int, scale: str, extra: Sequence[str] = ()):
     """The config of member ``label`` for ``seed`` at ``scale``: the algorithm's defaults
     updated with the scale's overrides (or the scale's config file, for the member's
     algorithm), the member's overrides, then ``extra`` (``KEY=VALUE`` strings, a tiny size,
     say)."""
-    if scale not in claim.scales:
-        raise ValueError(
-            f"Claim {claim.name!r} has no {scale!r} scale; it has {sorted(claim.scales)}."
-        )
     algorithm, overrides = claim.members[label]
-    settings = claim.scales[scale]
+    settings = _settings(claim, scale)
     if isinstance(settings, dict):
         c = config_lib.update(config_lib.get_config(algorithm), settings)
     else:
@@ -245,6 +250,7 @@ def run_claim(
     interrupted ones; module docstring)."""
     from fedjax_lab import experiment
 
+    _settings(claim, scale)  # a scale the claim lacks fails before any run
     results = {}
     for label in claim.members:
         results[label] = []
@@ -375,7 +381,7 @@ def claim_report(
     metrics = _metrics(claim, results)
     training = sum(s.get("wall_time_s", 0.0) for runs in results.values() for s in runs)
     header = " | ".join(f"{m} mean | {m} std" for m in metrics)
-    settings = claim.scales[scale]
+    settings = _settings(claim, scale)
     if isinstance(settings, dict):
         setting = claim.setting or "see experiments/claims.py"
     else:

@@ -133,6 +133,8 @@ def test_a_theory_check_computes_its_members(tmp_path):
     }
     wrong = reproduce.run_claim(dataclasses.replace(claim, compute=doubled), [0, 1, 2], tmp_path)
     assert [reproduce.judge(rule, wrong)[0] for rule in claim.rules] == ["does not hold"]
+    with pytest.raises(ValueError, match="has no 'full' scale; it has \\['small'\\]"):
+        reproduce.run_claim(claim, [0], tmp_path, scale="full")
 
 
 def test_the_declared_claims_are_valid_and_listed(capsys):
