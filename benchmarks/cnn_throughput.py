@@ -13,10 +13,11 @@ spike from another process hits all of them alike):
 
 * ``jax-<conv>-<strategy>[-unroll][-noynn][-d<D>]``: one jitted function =
   ``sample_batches`` for all clients + ``dfedsam(...).round`` with a dense ring mixing
-  matrix. ``conv`` is the ``EmnistCNN(conv=...)`` implementation (``flax``: ``nn.Conv`` and
-  ``nn.max_pool``; ``custom``: :mod:`fedjax_lab.models.conv`), ``strategy`` the client
-  execution (``vmap``, ``sequential``, ``chunked<C>``), ``-unroll`` means ``unroll=True`` for
-  the K local steps and ``-noynn`` compiles the round with the XLA:CPU option that keeps
+  matrix, under ``clients.Execution(strategy, chunk_size, unroll)``. ``conv`` is the
+  ``EmnistCNN(conv=...)`` implementation (``flax``: ``nn.Conv`` and ``nn.max_pool``;
+  ``custom``: :mod:`fedjax_lab.models.conv`), ``strategy`` the client execution (``vmap``,
+  ``sequential``, ``chunked<C>``), ``-unroll`` means the execution's ``unroll=True`` for the
+  K local steps and ``-noynn`` compiles the round with the XLA:CPU option that keeps
   convolutions and dots off YNNPACK. ``-d<D>`` splits the clients over D devices
   (:mod:`fedjax_lab.sharding`: state and data split, mixing replicated, batches sampled by a
   separate jitted function, then ``sharded_round``; not combinable with ``noynn``); without
@@ -36,7 +37,7 @@ SAM step. (The first convolution's input gradient is counted though nobody compu
 The dense fp32 matmul peak (jitted 2048^2, on one device) is measured in the same run.
 
 JAX devices: ``--cpu-devices D`` asks JAX for D CPU devices (default: one per usable core,
-``fedjax_lab.execution.use_cpu_cores``) before anything else touches JAX. One CPU device runs
+``fedjax_lab.runner.execution.use_cpu_cores``) before anything else touches JAX. One CPU device runs
 a round on one core, so the ``dD`` variants are the ones that use several cores. On a GPU or
 TPU machine the accelerators are the devices. Default variants: ``flax:vmap:T``,
 ``custom:sequential:T``, ``custom:sequential:T:dall`` and ``custom:sequential:1:dall`` at
@@ -54,7 +55,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,11 +85,12 @@ from common import (
     write_result,
 )
 
-from fedjax_lab import execution
+from fedjax_lab import clients as clients_lib
 from fedjax_lab.algorithms import dfedsam
 from fedjax_lab.data import stack_clients
 from fedjax_lab.models import EmnistCNN
 from fedjax_lab.objectives import cross_entropy_loss
+from fedjax_lab.runner import execution
 from fedjax_lab.topology import ring
 
 IMAGE = (28, 28, 1)
@@ -239,15 +241,8 @@ def variant_name(v: Variant) -> str:
 def make_jax_runner(data, args, n: int, v: Variant) -> Runner:
     model = EmnistCNN(num_classes=args.num_classes, conv=v.conv)
     params = model.init(jax.random.key(args.seed), jnp.zeros((1, *IMAGE), jnp.float32))
-    kwargs: dict[str, Any] = {"strategy": v.strategy, "unroll": True if v.unroll else 1}
-    if v.chunk is not None:
-        kwargs["chunk_size"] = v.chunk
     alg = dfedsam(
-        cross_entropy_loss(model.apply),
-        learning_rate=args.lr,
-        rho=args.rho,
-        num_clients=n,
-        **kwargs,
+        cross_entropy_loss(model.apply), learning_rate=args.lr, rho=args.rho, num_clients=n
     )
     step = round_step(
         alg,
@@ -259,6 +254,7 @@ def make_jax_runner(data, args, n: int, v: Variant) -> Runner:
         args.batch_size,
         devices=v.devices,
         compiler_options=NO_YNN if v.no_ynn else None,
+        execution=clients_lib.Execution(v.strategy, v.chunk, True if v.unroll else 1),
     )
     return Runner(variant_name(v), "jax", step)
 

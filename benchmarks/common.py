@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fedjax_lab
+from fedjax_lab import clients
 from fedjax_lab import models
 from fedjax_lab import sharding
 from fedjax_lab.data import sample_batches
@@ -59,7 +60,7 @@ def machine_info(cpu_devices_requested: int | None = None) -> dict[str, Any]:
     """Versions, CPU, JAX devices, torch threads and load average, for the result JSON.
 
     Args:
-      cpu_devices_requested: what ``fedjax_lab.execution.use_cpu_cores`` returned (``-1``:
+      cpu_devices_requested: what ``fedjax_lab.runner.execution.use_cpu_cores`` returned (``-1``:
         the count was left to ``XLA_FLAGS`` or JAX's default), recorded as is.
     """
     info = {
@@ -186,19 +187,23 @@ def round_step(
     batch_size: int,
     devices: int = 1,
     compiler_options: dict[str, Any] | None = None,
+    execution: clients.Execution = clients.VMAP,
 ) -> Callable[[], None]:
     """A ``step()`` that runs one round of ``algorithm``, batch sampling included, and blocks.
 
     Round ``t`` uses the key ``fold_in(key, t)`` and samples ``local_steps`` batches of
     ``batch_size`` per client from ``data`` (padded client examples) with
-    ``fold_in(fold_in(key, t), 7)``.
+    ``fold_in(fold_in(key, t), 7)``. ``execution`` (:class:`fedjax_lab.clients.Execution`:
+    strategy, chunk size, unrolling) is how the round maps its clients.
 
     * ``devices == 1``: one jitted function (compiled with ``compiler_options``) samples the
-      cohort's batches and runs ``algorithm.round``, all on the default device.
+      cohort's batches and runs ``algorithm.round`` with ``execution``, all on the default
+      device.
     * ``devices > 1``: the clients are split over the first ``devices`` devices. State and
       data are placed with ``sharding.shard_clients`` and ``mixing`` is replicated; a jitted
       function samples every client's batches (they stay split like the data), then
-      ``sharding.sharded_round`` runs the round. The algorithm must train every client in
+      ``sharding.sharded_round(algorithm, mesh, execution)`` runs the round (each device
+      maps its own clients with ``execution``). The algorithm must train every client in
       every round (as decentralized algorithms do).
 
     Raises:
@@ -215,7 +220,7 @@ def round_step(
             batches = sample_batches(
                 data, ids, jax.random.fold_in(round_key, 7), local_steps, batch_size
             )
-            return algorithm.round(state, mixing, batches, round_key)
+            return algorithm.round(state, mixing, batches, round_key, execution=execution)
 
         def round_fn(state):
             return round_with_sampling(state, mixing, data)
@@ -233,7 +238,7 @@ def round_step(
             )
         mesh = sharding.client_mesh(jax.devices()[:devices])
         n = algorithm.num_clients
-        sharded = sharding.sharded_round(algorithm, mesh)
+        sharded = sharding.sharded_round(algorithm, mesh, execution)
         state = sharding.shard_clients(state, mesh, num_clients=n)
         mixing = sharding.replicate(mixing, mesh)
         data = sharding.shard_clients(data, mesh, num_clients=n)
@@ -266,12 +271,12 @@ def step_problem(model_name: str, steps: int, batch: int) -> tuple[Any, Any, Any
     front of the black-box pre-trained ``digits_cnn`` (``"prompt"``, 8x8x1, 10 classes), with
     ``steps`` random batches of ``batch`` examples. Returns ``(params, loss_fn, batches)``."""
     if model_name == "prompt":
-        from fedjax_lab import config as config_lib
-        from fedjax_lab.algorithms import zeroth_order
+        from fedjax_lab.specs import config as config_lib
+        from fedjax_lab.specs import zeroth_order as zo_specs
 
         c = config_lib.resolve(config_lib.get_config("fed_bbpt"))
         shape, classes = (8, 8, 1), 10
-        model, params = zeroth_order.prompted_model(c, classes, shape, jax.random.key(0))
+        model, params = zo_specs.prompted_model(c, classes, shape, jax.random.key(0))
     else:
         if model_name == "mlp":
             model = models.make_model("mlp", 10, hidden_sizes=(200, 200))

@@ -46,13 +46,13 @@ from common import run_interleaved
 from common import write_result
 
 from fedjax_lab import algorithms
-from fedjax_lab import execution
 from fedjax_lab import gossip
 from fedjax_lab import models
 from fedjax_lab import topology
 from fedjax_lab.algorithms import personalized
 from fedjax_lab.data import make_federated_dataset
 from fedjax_lab.objectives import cross_entropy_loss
+from fedjax_lab.runner import execution
 
 LR = 0.05
 TARGET = 1.3

@@ -55,7 +55,7 @@ from common import step_problem
 from common import write_result
 
 from fedjax_lab import algorithms
-from fedjax_lab import execution
+from fedjax_lab import clients
 from fedjax_lab import gradients
 from fedjax_lab import local
 from fedjax_lab import models
@@ -63,6 +63,7 @@ from fedjax_lab import transforms
 from fedjax_lab.algorithms import private
 from fedjax_lab.data import make_federated_dataset
 from fedjax_lab.objectives import cross_entropy_loss
+from fedjax_lab.runner import execution
 
 LR, RHO, CLIP, SIGMA = 0.05, 0.05, 0.2, 0.95
 ROUND_TARGET, STEP_TARGET = 1.15, 3.0
@@ -74,40 +75,41 @@ def round_runners(num_clients: int, cohort: int, steps: int, batch: int) -> list
     params = models.init_params(model, (60,), jax.random.key(0))
     loss_fn = cross_entropy_loss(lambda p, x: model.apply({"params": p}, x))
     sam = transforms.sam_sgd(LR, RHO)
-    dp = dict(clip_norm=CLIP, noise_multiplier=SIGMA, delta=1e-5)
-    chunked = {"strategy": "chunked", "chunk_size": cohort}
+    dp = private.DPSettings(clip_norm=CLIP, noise_multiplier=SIGMA, delta=1e-5)
+    fedsam = algorithms.fedsam(
+        loss_fn, learning_rate=LR, rho=RHO, num_clients=num_clients, clients_per_round=cohort
+    )
+    dp_fixed = private.dp_fedavg(
+        loss_fn,
+        sam,
+        num_clients=num_clients,
+        clients_per_round=cohort,
+        settings=dp,
+        sampling="fixed",
+    )
+    dp_poisson = private.dp_fedavg(
+        loss_fn, sam, num_clients=num_clients, clients_per_round=cohort, settings=dp
+    )
+    vmap, chunked = clients.VMAP, clients.Execution("chunked", chunk_size=cohort)
+    # Each variant: an algorithm and how its clients are mapped.
     built = {
-        "fedsam": algorithms.fedsam(
-            loss_fn, learning_rate=LR, rho=RHO, num_clients=num_clients, clients_per_round=cohort
-        ),
-        "fedsam-chunked": algorithms.fedsam(
-            loss_fn,
-            learning_rate=LR,
-            rho=RHO,
-            num_clients=num_clients,
-            clients_per_round=cohort,
-            **chunked,
-        ),
-        "dp_fedsam-fixed": private.dp_fedavg(
-            loss_fn,
-            sam,
-            num_clients=num_clients,
-            clients_per_round=cohort,
-            sampling="fixed",
-            **dp,
-        ),
-        "dp_fedsam-poisson": private.dp_fedavg(
-            loss_fn, sam, num_clients=num_clients, clients_per_round=cohort, **dp
-        ),
-        "dp_fedsam-poisson-chunked": private.dp_fedavg(
-            loss_fn, sam, num_clients=num_clients, clients_per_round=cohort, **dp, **chunked
-        ),
+        "fedsam": (fedsam, vmap),
+        "fedsam-chunked": (fedsam, chunked),
+        "dp_fedsam-fixed": (dp_fixed, vmap),
+        "dp_fedsam-poisson": (dp_poisson, vmap),
+        "dp_fedsam-poisson-chunked": (dp_poisson, chunked),
     }
-    for name, alg in built.items():
+    for name, (alg, _) in built.items():
         log(f"  {name}: {alg.cohort_size} client slots per round")
     return [
-        Runner(name, "jax", round_step(alg, params, None, data, jax.random.key(1), steps, batch))
-        for name, alg in built.items()
+        Runner(
+            name,
+            "jax",
+            round_step(
+                alg, params, None, data, jax.random.key(1), steps, batch, execution=how
+            ),
+        )
+        for name, (alg, how) in built.items()
     ]
 
 

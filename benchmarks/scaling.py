@@ -3,7 +3,7 @@
     python benchmarks/scaling.py --clients 100 300 1000 3000 10000 --rounds 3
 
 The workload of throughput.py (MLP 60-200-200-10 on FedProx synthetic(1, 1), K = 10 SAM
-steps of batch 32, ring gossip) run through `fedjax_lab.experiment.build` with the library's
+steps of batch 32, ring gossip) run through `fedjax_lab.runner.experiment.build` with the library's
 defaults (`execution.strategy` "auto", `communication.form` "auto", one JAX CPU device per
 core with the clients split over them, as `fedjax-lab run` does; `--cpu-devices 1` for one
 device), so it measures what a user gets. Each N runs in its own process, which reports the median seconds per round (after one untimed compile-and-run
@@ -26,9 +26,9 @@ import time
 def one(num_clients: int, rounds: int, cpu_devices: int | None) -> dict:
     import jax
 
-    from fedjax_lab import config as config_lib
-    from fedjax_lab import execution
-    from fedjax_lab import experiment
+    from fedjax_lab.specs import config as config_lib
+    from fedjax_lab.runner import execution
+    from fedjax_lab.runner import experiment
 
     execution.use_cpu_cores(cpu_devices)
 

@@ -9,9 +9,10 @@ Implementations, all timed in the same process and interleaved round by round (s
 spike from another process hits all of them alike):
 
 * ``jax-<strategy>-<mixing>[-d<D>]``: one jitted function = ``sample_batches`` for all
-  clients + ``dfedsam(...).round``; strategy ``vmap`` / ``sequential`` / ``chunked<C>``
-  (client execution), mixing ``dense`` (``[N, N]`` W), ``sparse`` (``to_sparse(W)``) or
-  ``circulant`` (``to_circulant(W)``, what ``communication.form="auto"`` picks for a ring).
+  clients + ``dfedsam(...).round(..., execution=clients.Execution(...))``; strategy ``vmap``
+  / ``sequential`` / ``chunked<C>`` (client execution), mixing ``dense`` (``[N, N]`` W),
+  ``sparse`` (``to_sparse(W)``) or ``circulant`` (``to_circulant(W)``, what
+  ``communication.form="auto"`` picks for a ring).
   Given as ``strategy:mixing[:dD]``; the optional ``dD`` (``dall``: every device) splits the
   clients over D devices (:mod:`fedjax_lab.sharding`: state and data split, mixing
   replicated, batches sampled by a separate jitted function, then ``sharded_round``); without
@@ -23,7 +24,7 @@ spike from another process hits all of them alike):
 Metric: client-steps per second = N * K / (median seconds per round).
 
 JAX devices: ``--cpu-devices D`` asks JAX for D CPU devices (default: one per usable core,
-``fedjax_lab.execution.use_cpu_cores``) before anything else touches JAX. One CPU device runs
+``fedjax_lab.runner.execution.use_cpu_cores``) before anything else touches JAX. One CPU device runs
 a round on one core, so the ``dD`` variants are the ones that use several cores. On a GPU or
 TPU machine the accelerators are the devices. The default variants are ``vmap:sparse``,
 ``sequential:sparse``, ``chunked:sparse``, ``sequential:sparse:dall``, ``chunked:sparse:dall``
@@ -42,7 +43,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import os
 import sys
@@ -80,13 +80,13 @@ from common import (
 )
 
 from fedjax_lab import clients as clients_lib
-from fedjax_lab import execution
 from fedjax_lab import gossip as gossip_lib
 from fedjax_lab import local as local_lib
 from fedjax_lab.algorithms import dfedsam
 from fedjax_lab.data import make_federated_dataset, sample_batches
 from fedjax_lab.models import MLP
 from fedjax_lab.objectives import cross_entropy_loss
+from fedjax_lab.runner import execution
 from fedjax_lab.topology import ring
 
 HIDDEN = (200, 200)
@@ -125,10 +125,10 @@ def mixing_for(num_clients: int, kind: str):
     return forms[kind](w)
 
 
-def strategy_kwargs(strategy: str, chunk_size: int) -> dict[str, Any]:
-    if strategy == "chunked":
-        return {"strategy": "chunked", "chunk_size": chunk_size}
-    return {"strategy": strategy}
+def execution_for(strategy: str, chunk_size: int, unroll: Any = 1) -> clients_lib.Execution:
+    """The client execution of a variant (``chunk_size`` is used by ``chunked`` only)."""
+    chunk = chunk_size if strategy == "chunked" else None
+    return clients_lib.Execution(strategy, chunk, unroll)
 
 
 def variant_name(strategy: str, mixing: str, chunk_size: int, unroll: Any) -> str:
@@ -189,14 +189,10 @@ def make_jax_runner(
     """A DFedSAM variant: the library's ``dfedsam`` or, with ``handwritten``, the monolithic
     round of :func:`handwritten_dfedsam` (named ``hand-...``)."""
     _, params, loss_fn = jax_setup(num_clients, args.seed)
-    factory = handwritten_dfedsam if handwritten else functools.partial(dfedsam, unroll=args.unroll)
-    alg = factory(
-        loss_fn,
-        learning_rate=args.lr,
-        rho=args.rho,
-        num_clients=num_clients,
-        **strategy_kwargs(strategy, args.chunk_size),
-    )
+    factory = handwritten_dfedsam if handwritten else dfedsam
+    alg = factory(loss_fn, learning_rate=args.lr, rho=args.rho, num_clients=num_clients)
+    # The hand-written round does not unroll its local steps.
+    unroll = 1 if handwritten else args.unroll
     step = round_step(
         alg,
         params,
@@ -206,8 +202,9 @@ def make_jax_runner(
         args.local_steps,
         args.batch_size,
         devices=devices,
+        execution=execution_for(strategy, args.chunk_size, unroll),
     )
-    name = variant_name(strategy, mixing_kind, args.chunk_size, 1 if handwritten else args.unroll)
+    name = variant_name(strategy, mixing_kind, args.chunk_size, unroll)
     return Runner(("hand-" if handwritten else "") + name + device_suffix(devices), "jax", step)
 
 
@@ -216,11 +213,13 @@ class _HandWrittenState(NamedTuple):
     round: jax.Array
 
 
-def handwritten_dfedsam(loss_fn, *, learning_rate, rho, num_clients, strategy, chunk_size=None):
+def handwritten_dfedsam(loss_fn, *, learning_rate, rho, num_clients):
     """DFedSAM written as one monolithic round, with none of the library's pieces.
 
     The same math as ``dfedsam(...)`` (K SAM steps per client, then one gossip step), with
     the SAM step written out by hand: the reference for "the composable pieces cost nothing".
+    Its ``round`` takes an ``execution`` like the library's and maps the clients with its
+    strategy and chunk size (its local steps are never unrolled).
     """
 
     def local_sam(y, batches, key):
@@ -235,11 +234,16 @@ def handwritten_dfedsam(loss_fn, *, learning_rate, rho, num_clients, strategy, c
 
         return jax.lax.scan(step, y, batches)
 
-    def round_fn(state, mixing, batches, key):
+    def round_fn(state, mixing, batches, key, execution=clients_lib.VMAP):
         ids = jnp.arange(num_clients, dtype=jnp.int32)
         keys = clients_lib.client_keys(jax.random.fold_in(key, 1), ids)
         trained, losses = clients_lib.map_clients(
-            local_sam, state.params, batches, keys, strategy=strategy, chunk_size=chunk_size
+            local_sam,
+            state.params,
+            batches,
+            keys,
+            strategy=execution.strategy,
+            chunk_size=execution.chunk_size,
         )
         params = gossip_lib.gossip(mixing, trained)
         return _HandWrittenState(params, state.round + 1), {"train_loss": jnp.mean(losses)}
@@ -254,6 +258,10 @@ def handwritten_dfedsam(loss_fn, *, learning_rate, rho, num_clients, strategy, c
         ),
         cohort=lambda key: jnp.arange(num_clients, dtype=jnp.int32),
         round=round_fn,
+        # For sharding.sharded_round: the models carry the client axis, the counter does not.
+        client_axes=lambda state: _HandWrittenState(
+            jax.tree.map(lambda _: True, state.params), False
+        ),
     )
 
 
@@ -325,8 +333,8 @@ def breakdown(ds, args, num_clients: int, repeats: int) -> dict[str, float]:
         def client_update(p, bt, kk):
             return local_lib.local_train(optimizer, loss_fn, p, bt, kk, unroll=args.unroll).params
 
-        kw = strategy_kwargs(strategy, args.chunk_size)
-        return jax.jit(lambda p, bt, kk: clients_lib.map_clients(client_update, p, bt, kk, **kw))
+        execution = execution_for(strategy, args.chunk_size)
+        return jax.jit(lambda p, bt, kk: execution.map(client_update, p, bt, kk))
 
     for strategy in args.breakdown_strategies:
         label = f"chunked{args.chunk_size}" if strategy == "chunked" else strategy

@@ -39,9 +39,9 @@ from common import run_interleaved
 from common import step_problem
 from common import write_result
 
-from fedjax_lab import execution
 from fedjax_lab import local
 from fedjax_lab import transforms
+from fedjax_lab.runner import execution
 
 TARGET = 1.2
 DISTRIBUTIONS = ("gaussian", "rademacher")

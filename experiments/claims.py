@@ -1,4 +1,4 @@
-"""The seed papers' claims, each a declared experiment set (:mod:`fedjax_lab.reproduce`).
+"""The seed papers' claims, each a declared experiment set (:mod:`fedjax_lab.runner.reproduce`).
 
 ``fedjax-lab reproduce --list`` lists them; ``fedjax-lab reproduce NAME`` runs one over
 seeds 0 to 4 at small scale (the embedded data, on a CPU) and writes its section of
@@ -15,11 +15,11 @@ import numpy as np
 
 from fedjax_lab import gossip
 from fedjax_lab import topology
-from fedjax_lab.reproduce import Beats
-from fedjax_lab.reproduce import Claim
-from fedjax_lab.reproduce import Close
-from fedjax_lab.reproduce import GainExceeds
-from fedjax_lab.reproduce import Ordered
+from fedjax_lab.runner.reproduce import Beats
+from fedjax_lab.runner.reproduce import Claim
+from fedjax_lab.runner.reproduce import Close
+from fedjax_lab.runner.reproduce import GainExceeds
+from fedjax_lab.runner.reproduce import Ordered
 
 # The digits with 100 clients and 100 rounds: the small scale.
 DIGITS = {"dataset": "digits", "model": "mlp", "num_clients": 100, "rounds": 100}

@@ -11,7 +11,7 @@ by 0.998 per round. Needs the prepared TFDS cifar10.
 
 import pathlib
 
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 
 
 def get_config():

@@ -10,7 +10,7 @@ cifar100.
 
 import pathlib
 
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 
 
 def get_config():

@@ -8,7 +8,7 @@ default topology), ResNet-18 with GroupNorm, 5 local epochs of batch 128 (about 
 500 examples), lr 0.1 decayed by 0.998 per round, 1000 rounds.
 """
 
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 
 
 def get_config():

@@ -6,7 +6,7 @@
 about two minutes per algorithm on a 2-core CPU.
 """
 
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 
 
 def get_config():

@@ -2,7 +2,7 @@
 
     python experiments/digits_comparison.py [--rounds 200] [--seeds 0 1] [--out experiments/results]
 
-Each algorithm runs with `fedjax_lab.config.get_config()` (Dirichlet(0.3) over 100 clients;
+Each algorithm runs with `fedjax_lab.specs.config.get_config()` (Dirichlet(0.3) over 100 clients;
 ring topology for the decentralized ones, `server.clients_per_round` = 10% of them, 10, for the
 server-based ones), with only `algorithm`, `rounds` and `seed` changed. The table reports the final mean per-client test
 accuracy (mean over seeds), the averaged model's accuracy and the consensus distance.
@@ -14,8 +14,8 @@ import argparse
 import pathlib
 import statistics
 
-from fedjax_lab import config as config_lib
-from fedjax_lab import experiment
+from fedjax_lab.specs import config as config_lib
+from fedjax_lab.runner import experiment
 
 ALGORITHMS = ("fedavg", "fedsam", "dfedavg", "dfedavgm", "dfedsam", "dfedsam_mgs")
 

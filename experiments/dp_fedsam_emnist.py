@@ -5,11 +5,12 @@
 The released code's EMNIST setting (ALGORITHMS.md): 500 clients with Dirichlet(0.3) label
 skew, 10% sampled per round (Poisson, q = 0.1), the whole update clipped at 0.2, noise
 multiplier 0.95, delta 5e-3 accounted with RDP (epsilon 7.82 after 200 rounds), SAM radius
-0.5, lr 0.1 decayed by 0.998 per round, batch 32, the EMNIST CNN. Each client holds about
+0.5 (the SAM members' own default, ``sam.rho`` left unset so that DP-FedAvg, which has no
+SAM, runs from this file too), lr 0.1 decayed by 0.998 per round, batch 32, the EMNIST CNN. Each client holds about
 225 examples; 35 local steps are 5 epochs. Needs the prepared TFDS emnist/balanced.
 """
 
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 
 
 def get_config():
@@ -25,7 +26,6 @@ def get_config():
     c.local.batch_size = 32
     c.local.learning_rate = 0.1
     c.local.lr_decay = 0.998
-    c.sam.rho = 0.5
     c.dp.clip_norm = 0.2
     c.dp.noise_multiplier = 0.95
     c.dp.delta = 5e-3

@@ -10,7 +10,7 @@ steps of batch 128; two-point estimates with 4 directions. ``zo.white_box=True``
 white-box reference. Needs the prepared TFDS cifar10.
 """
 
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 
 
 def get_config():

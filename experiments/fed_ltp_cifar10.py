@@ -8,7 +8,7 @@ server prunes 20% of the remaining weights every 5 rounds until 80% are gone;
 ``ltp.target_sparsity=0.0`` is dense DP training. Needs the prepared TFDS cifar10.
 """
 
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 
 
 def get_config():

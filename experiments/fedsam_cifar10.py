@@ -8,7 +8,7 @@ The settings of experiments/dfedsam_cifar10.py (data, model, local training, rou
 
 import pathlib
 
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 
 
 def get_config():

@@ -9,7 +9,7 @@ a new 10-class head for CIFAR-10. 100 clients with Dirichlet(0.3) label skew, 10
 300 rounds of 20 local steps of batch 64. Needs the prepared TFDS cifar10 and cifar100.
 """
 
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 
 
 def get_config():

@@ -25,6 +25,7 @@ all-gather the clients, so every device would compute every client.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -47,6 +48,46 @@ def validate_strategy(strategy: str, chunk_size: int | None) -> None:
             f"chunk_size={chunk_size!r} is only used by the 'chunked' strategy, "
             f"got strategy={strategy!r}."
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """How a round maps its per-client work: a value handed to ``Algorithm.round``.
+
+    The algorithm is built once; how its clients run is chosen per call (the experiment
+    runner picks it per backend and memory budget, :mod:`fedjax_lab.runner.execution`), and
+    every choice computes the same function.
+
+    Attributes:
+      strategy: ``"vmap"``, ``"chunked"`` or ``"sequential"`` (see the module docstring).
+      chunk_size: clients per chunk, required by (and only allowed with) ``"chunked"``.
+      unroll: ``lax.scan`` unrolling of each client's local steps (unrolling helps
+        convolutions on XLA:CPU).
+
+    The device mesh is the one the round is traced under (``jax.set_mesh``): with a
+    ``"clients"`` axis, each device maps its own clients.
+    """
+
+    strategy: str = "vmap"
+    chunk_size: int | None = None
+    unroll: int | bool = 1
+
+    def __post_init__(self):
+        validate_strategy(self.strategy, self.chunk_size)
+        if isinstance(self.unroll, bool) or (isinstance(self.unroll, int) and self.unroll >= 1):
+            return
+        raise ValueError(
+            f"Expected unroll to be True, False or an integer >= 1, got {self.unroll!r}."
+        )
+
+    def map(self, fn: Callable[..., Any], *args: Any, active: jax.Array | None = None) -> Any:
+        """:func:`map_clients` with this strategy."""
+        return map_clients(
+            fn, *args, strategy=self.strategy, chunk_size=self.chunk_size, active=active
+        )
+
+
+VMAP = Execution()
 
 
 def map_clients(

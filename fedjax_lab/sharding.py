@@ -6,7 +6,9 @@ the whole population, with every per-client quantity stacked on a leading client
 
 * every leaf with a client axis (decentralized ``state.params``, per-client data, the round's
   batches ``[m, K, ...]``) is split along that axis: ``NamedSharding(mesh, P("clients"))``,
-  so each device holds ``N / D`` clients;
+  so each device holds ``N / D`` clients. Which leaves of an algorithm's state carry the
+  client axis, the algorithm declares (``Algorithm.client_axes``, :func:`state_shardings`);
+  nothing is guessed from shapes;
 * everything else (the mixing matrix in any of its forms, the global model of a
   server-based algorithm, round counters, PRNG keys) is replicated:
   ``NamedSharding(mesh, P())``.
@@ -54,6 +56,7 @@ Typical use::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +67,7 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fedjax_lab import clients
 from fedjax_lab.clients import CLIENT_AXIS
 
 __all__ = [
@@ -71,9 +75,11 @@ __all__ = [
     "client_mesh",
     "client_shardings",
     "constrain",
+    "place",
     "replicate",
     "shard_clients",
     "sharded_round",
+    "state_shardings",
     "to_host",
 ]
 
@@ -161,6 +167,26 @@ def client_shardings(tree: Any, mesh: Mesh, num_clients: int | None = None) -> A
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
+def state_shardings(algorithm: Any, state: Any, mesh: Mesh) -> Any:
+    """The sharding of every leaf of ``algorithm``'s ``state``: split over clients where
+    the algorithm declares a client axis (``algorithm.client_axes(state)``), replicated
+    elsewhere.
+
+    Raises:
+      ValueError: a leaf with a client axis not divisible by the number of devices.
+    """
+    axis = _axis_name(mesh)
+    split, replicated = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
+
+    def one(path, leaf, has_clients):
+        if not has_clients:
+            return replicated
+        _check_divisible(path, tuple(np.shape(leaf)), mesh)
+        return split
+
+    return jax.tree_util.tree_map_with_path(one, state, algorithm.client_axes(state))
+
+
 def _place(leaf: Any, sharding: NamedSharding) -> jax.Array:
     """``leaf`` as a global array with ``sharding``, assuming every process holds its value."""
     if isinstance(leaf, jax.Array):
@@ -184,6 +210,13 @@ def _place(leaf: Any, sharding: NamedSharding) -> jax.Array:
     # Multi-process: this process builds only its own devices' shards, sliced from the full
     # host value that every process holds.
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def place(tree: Any, shardings: Any) -> Any:
+    """Places every leaf of ``tree`` with its sharding (a pytree of the same structure, as
+    :func:`state_shardings` gives); as for :func:`shard_clients`, every process of a
+    multi-process run passes the same full value."""
+    return jax.tree.map(_place, tree, shardings)
 
 
 def shard_clients(tree: Any, mesh: Mesh, num_clients: int | None = None) -> Any:
@@ -225,10 +258,12 @@ def constrain(tree: Any, mesh: Mesh, num_clients: int | None = None) -> Any:
     return jax.lax.with_sharding_constraint(tree, client_shardings(tree, mesh, num_clients))
 
 
-def sharded_round(algorithm: Any, mesh: Mesh) -> Callable[..., Any]:
+def sharded_round(
+    algorithm: Any, mesh: Mesh, execution: clients.Execution = clients.VMAP
+) -> Callable[..., Any]:
     """``algorithm.round`` jitted with its client axis split over ``mesh``.
 
-    Layouts: state leaves with a leading axis of size ``N = algorithm.num_clients`` are split
+    Layouts: the state leaves the algorithm declares per client (``client_axes``) are split
     over clients and the rest of the state is replicated; the batches ``[m, K, ...]`` are
     split when the cohort size ``m`` is divisible by the number of devices and replicated
     otherwise (every device then holds the whole cohort's batches); mixing, key and metrics
@@ -243,6 +278,7 @@ def sharded_round(algorithm: Any, mesh: Mesh) -> Callable[..., Any]:
     Args:
       algorithm: any :class:`~fedjax_lab.algorithms.base.Algorithm`.
       mesh: a 1-D mesh (:func:`client_mesh`).
+      execution: how each device maps its clients (:class:`fedjax_lab.clients.Execution`).
 
     Returns:
       ``round(state, mixing, batches, key) -> (state, metrics)``, same as
@@ -265,7 +301,7 @@ def sharded_round(algorithm: Any, mesh: Mesh) -> Callable[..., Any]:
 
     def layouts(state, mixing, batches, key):
         return (
-            client_shardings(state, mesh, n) if n % mesh.size == 0 else everywhere(state),
+            state_shardings(algorithm, state, mesh) if n % mesh.size == 0 else everywhere(state),
             everywhere(mixing),
             client_shardings(batches, mesh, m) if m % mesh.size == 0 else everywhere(batches),
             replicated,
@@ -279,7 +315,7 @@ def sharded_round(algorithm: Any, mesh: Mesh) -> Callable[..., Any]:
             with jax.set_mesh(mesh):  # map_clients then runs each device's clients locally
                 compiled[signature] = (
                     jax.jit(
-                        algorithm.round,
+                        functools.partial(algorithm.round, execution=execution),
                         in_shardings=shardings,
                         out_shardings=(shardings[0], replicated),
                     )

@@ -37,3 +37,12 @@ def check_name(kind: str, value: object, known: Iterable[str]) -> None:
     known = list(known)
     if value not in known:
         raise unknown_name_error(kind, value, known)
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` as an int; a ValueError unless it is an integer >= 1."""
+    import numpy as np  # numpy integers count as integers
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Expected {name} to be an integer >= 1, got {value!r}.")
+    return int(value)

@@ -11,7 +11,7 @@ Every process builds the same small problem from fixed seeds (16 clients, an MLP
 data, a ring topology), runs ``ROUNDS`` rounds of several cases sharded over the global
 client mesh, and (unless ``--no-reference``), on its first local device alone, the same
 rounds unsharded. It writes a JSON report: per case and mesh size, the sha256 fingerprint of
-the gathered final parameters (:func:`fedjax_lab.fingerprints.params_fingerprint`), how they
+the gathered final parameters (:func:`fedjax_lab.runner.fingerprints.params_fingerprint`), how they
 were laid out, and their largest absolute difference from the unsharded run; and, beside it
 (``<out>.npz``), the final parameters themselves, for comparisons across workers.
 """
@@ -100,9 +100,9 @@ from fedjax_lab import objectives
 from fedjax_lab import sharding
 from fedjax_lab import topology
 from fedjax_lab.algorithms import personalized
-from fedjax_lab.fingerprints import params_fingerprint
 from fedjax_lab.randomness import Stream
 from fedjax_lab.randomness import stream
+from fedjax_lab.runner.fingerprints import params_fingerprint
 
 NUM_CLIENTS = 16
 ROUNDS = 3

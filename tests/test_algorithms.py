@@ -1,5 +1,7 @@
 """Each algorithm's round against the independent NumPy per-client loop."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import optax
 import pytest
 
 from fedjax_lab import algorithms
+from fedjax_lab import clients
 from fedjax_lab import gossip
 from fedjax_lab import objectives
 from tests import numpy_reference as ref
@@ -177,9 +180,12 @@ def test_strategies_agree(strategy, chunk_size):
     params, batches = problem()
     w = jnp.asarray(ref.ring_matrix(N), jnp.float32)
     build = lambda **kw: algorithms.dfedsam(LOSS, learning_rate=LR, rho=0.1, num_clients=N, **kw)
-    base_alg, alg = build(), build(strategy=strategy, chunk_size=chunk_size)
-    expected, _ = jax.jit(base_alg.round)(base_alg.init(params), w, batches, jax.random.key(3))
-    actual, _ = jax.jit(alg.round)(alg.init(params), w, batches, jax.random.key(3))
+    alg = build()
+    how = clients.Execution(strategy, chunk_size)
+    expected, _ = jax.jit(alg.round)(alg.init(params), w, batches, jax.random.key(3))
+    actual, _ = jax.jit(functools.partial(alg.round, execution=how))(
+        alg.init(params), w, batches, jax.random.key(3)
+    )
     chex.assert_trees_all_close(actual.params, expected.params, atol=1e-6, rtol=1e-6)
 
 
@@ -212,7 +218,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="gossip_steps"):
         algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N, gossip_steps=0)
     with pytest.raises(ValueError, match="'sideways'"):
-        algorithms.dfedavg(LOSS, learning_rate=LR, num_clients=N, strategy="sideways")
+        dec.round(dec.init(params), None, batches, jax.random.key(0), clients.Execution("sideways"))
     with pytest.raises(ValueError, match="momentum"):
         algorithms.dfedavgm(LOSS, learning_rate=LR, momentum=1.5, num_clients=N)
 
@@ -269,7 +275,7 @@ def test_server_optimizer_is_an_optax_transformation_fedadam():
 def test_update_transform_clips_each_client_update_before_gossip():
     clip = 0.05
     alg = algorithms.dfedavg(
-        LOSS, learning_rate=LR, num_clients=N, update_transform=optax.clip_by_global_norm(clip)
+        LOSS, learning_rate=LR, num_clients=N, transform=optax.clip_by_global_norm(clip)
     )
     params, batches = problem()
     w = ref.ring_matrix(N)
@@ -303,21 +309,20 @@ def test_update_transform_gets_independent_per_client_keys(strategy, chunk_size)
         LOSS,
         learning_rate=LR,
         num_clients=N,
-        update_transform=transform,
-        strategy=strategy,
-        chunk_size=chunk_size,
+        transform=transform,
     )
     eye = jnp.eye(N)
+    how = clients.Execution(strategy, chunk_size)
     plain, noisy = build(None), build(noise_transform(1.0))
-    a, _ = plain.round(plain.init(params), eye, batches, jax.random.key(0))
-    b, _ = noisy.round(noisy.init(params), eye, batches, jax.random.key(0))
+    a, _ = plain.round(plain.init(params), eye, batches, jax.random.key(0), how)
+    b, _ = noisy.round(noisy.init(params), eye, batches, jax.random.key(0), how)
     noise = np.asarray(b.params["w"] - a.params["w"]).reshape(N, -1)
     assert 0.8 < noise.std() < 1.2
     # Different clients draw different noise, and a client's noise does not depend on the
     # strategy (the vmap round draws the same).
     assert np.abs(np.corrcoef(noise)[np.triu_indices(N, 1)]).max() < 0.9
     vmapped = algorithms.dfedavg(
-        LOSS, learning_rate=LR, num_clients=N, update_transform=noise_transform(1.0)
+        LOSS, learning_rate=LR, num_clients=N, transform=noise_transform(1.0)
     )
     c, _ = vmapped.round(vmapped.init(params), eye, batches, jax.random.key(0))
     chex.assert_trees_all_close(b.params, c.params, atol=1e-5)

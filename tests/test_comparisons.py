@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from fedjax_lab import comparisons
+from fedjax_lab.runner import comparisons
 
 
 def test_paired_interval_is_the_t_interval_of_the_differences():

@@ -18,12 +18,14 @@ import optax
 import pytest
 
 from fedjax_lab import algorithms
-from fedjax_lab import cli
-from fedjax_lab import config as config_lib
+from fedjax_lab import clients
+from fedjax_lab.specs import config as config_lib
 from fedjax_lab import data
 from fedjax_lab import objectives
-from fedjax_lab import records
+from fedjax_lab import specs
 from fedjax_lab import transforms
+from fedjax_lab.runner import cli
+from fedjax_lab.runner import records
 from fedjax_lab.transforms import pruning
 from tests import numpy_reference as ref
 from tests import test_sharding
@@ -39,14 +41,20 @@ def apply_fn(params, x):
 LOSS = objectives.cross_entropy_loss(apply_fn)
 
 
-def small_config(name, **execution):
-    c = config_lib.get_config(name)
-    small = {"num_clients": N, "server.clients_per_round": 4, "local.learning_rate": 0.2}
-    small["local.steps"] = DEFAULT_STEPS  # for algorithms that fix their local steps
-    if "personal" in c:
-        small.update({"personal.head_steps": 1, "personal.body_steps": DEFAULT_STEPS - 1})
-    c = config_lib.update(c, small, execution={"strategy": "vmap", **execution})
-    return config_lib.resolve(c)
+SMALL = {
+    "server.clients_per_round": 4,
+    "local.learning_rate": 0.2,
+    "personal.head_steps": 1,
+    "personal.body_steps": DEFAULT_STEPS - 1,
+}
+
+
+def small_config(name):
+    """The algorithm's defaults on N clients, with the small settings it reads."""
+    c = config_lib.update(config_lib.get_config(name), num_clients=N)
+    c = config_lib.update(c, {"local.steps": DEFAULT_STEPS})  # for those that fix their steps
+    read = specs.registry.keys_read(c)
+    return config_lib.resolve(config_lib.update(c, {k: v for k, v in SMALL.items() if k in read}))
 
 
 @functools.cache
@@ -57,16 +65,16 @@ def pretrained_problem(name):
     if c.model != "pretrained":
         return None
     classes, shape = data.task_shape(c.dataset)
-    spec = algorithms.registry.spec(name)
+    spec = specs.spec(name)
     module, params = spec.model(c, classes, shape, jax.random.key(0))
     loss = objectives.cross_entropy_loss(lambda p, x: module.apply({"params": p}, x))
     return loss, params, shape, classes
 
 
-def build(name, **execution):
+def build(name):
     problem = pretrained_problem(name)
     loss = LOSS if problem is None else problem[0]
-    return algorithms.build_algorithm(small_config(name, **execution), loss)
+    return specs.build_algorithm(small_config(name), loss)
 
 
 def inputs(alg, seed=0):
@@ -130,18 +138,18 @@ def check_state_is_stable(alg, run=None):
     assert int(states[-1].round) == 2
 
 
-def check_strategies_agree(alg_of, expected=None, tolerance=1e-5):
-    """``expected``: the state after two jitted vmap rounds (computed if None)."""
+def check_strategies_agree(alg, expected=None, tolerance=1e-5):
+    """The same algorithm's rounds with every client execution; ``expected``: the state
+    after two jitted vmap rounds (computed if None)."""
     if expected is None:
-        vmapped = alg_of(strategy="vmap")
-        expected = run_rounds(jax.jit(vmapped.round), vmapped)[0][-1]
+        expected = run_rounds(jax.jit(alg.round), alg)[0][-1]
     for strategy, chunk in (("chunked", 3), ("sequential", None)):
-        alg = alg_of(strategy=strategy, chunk_size=chunk)
-        actual, _ = run_rounds(jax.jit(alg.round), alg)
+        how = clients.Execution(strategy, chunk)
+        actual, _ = run_rounds(jax.jit(functools.partial(alg.round, execution=how)), alg)
         chex.assert_trees_all_close(actual[-1], expected, atol=tolerance, rtol=tolerance)
 
 
-NAMES = algorithms.available_algorithms()
+NAMES = specs.available_algorithms()
 # A finite difference divides float32 rounding (different under jit, per strategy and per
 # device layout) by its radius: zeroth-order rounds agree to that precision. fed_bbpt's
 # losses through the pre-trained CNN on random inputs are large, so its rounding is too.
@@ -156,7 +164,7 @@ def test_one_trace_stable_state_eager_and_client_strategies_agree(name):
     after_two = run[0][2]
     tolerance = ROUND_TOLERANCE.get(name, 1e-5)
     check_jit_matches_no_jit(alg, after_two, tolerance)
-    check_strategies_agree(lambda **kw: build(name, **kw), after_two, tolerance)
+    check_strategies_agree(alg, after_two, tolerance)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -188,14 +196,14 @@ def test_two_cli_rounds_on_8_clients_write_the_records(tmp_path, name):
 
 SHARDED_SCRIPT = """
 import json, jax, jax.numpy as jnp, numpy as np
-from fedjax_lab import algorithms, sharding
+from fedjax_lab import algorithms, sharding, specs
 import sys
 from tests import test_conformance as t
 assert jax.device_count() == 8
 mesh = sharding.client_mesh()
 out = {}
 part, parts = int(sys.argv[1]), int(sys.argv[2])
-for name in algorithms.available_algorithms()[part::parts]:
+for name in specs.available_algorithms()[part::parts]:
     alg = t.build(name)
     state, mixing, batches = t.inputs(alg)
     one, _ = jax.jit(alg.round)(state, mixing, batches, jax.random.key(0))
@@ -226,8 +234,8 @@ def _broken(make_round):
 
 
 def _drifting_dtype(alg):
-    def round_fn(state, mixing, batches, key):
-        state, metrics = alg.round(state, mixing, batches, key)
+    def round_fn(state, mixing, batches, key, execution=clients.VMAP):
+        state, metrics = alg.round(state, mixing, batches, key, execution)
         return state._replace(
             params=jax.tree.map(lambda x: x.astype(jnp.bfloat16), state.params)
         ), metrics
@@ -238,34 +246,31 @@ def _drifting_dtype(alg):
 def _retracing(alg):
     calls = []
 
-    def round_fn(state, mixing, batches, key):
+    def round_fn(state, mixing, batches, key, execution=clients.VMAP):
         calls.append(1)  # trace-time side effect: the state depends on the Python call count
-        state, metrics = alg.round(state, mixing, batches, key)
+        state, metrics = alg.round(state, mixing, batches, key, execution)
         return state._replace(round=state.round + len(calls) - 1), metrics
 
     return round_fn
 
 
 def _float_counter(alg):
-    def round_fn(state, mixing, batches, key):
-        state, metrics = alg.round(state, mixing, batches, key)
+    def round_fn(state, mixing, batches, key, execution=clients.VMAP):
+        state, metrics = alg.round(state, mixing, batches, key, execution)
         return state._replace(round=state.round.astype(jnp.float32)), metrics
 
     return round_fn
 
 
 def _chunk_dependent():
-    def alg_of(**execution):
-        alg = build("fedavg", **execution)
-        shift = 0.0 if execution.get("strategy", "vmap") == "vmap" else 1e-2
+    alg = build("fedavg")
 
-        def round_fn(state, mixing, batches, key):
-            state, metrics = alg.round(state, mixing, batches, key)
-            return state._replace(params=jax.tree.map(lambda x: x + shift, state.params)), metrics
+    def round_fn(state, mixing, batches, key, execution=clients.VMAP):
+        shift = 0.0 if execution.strategy == "vmap" else 1e-2
+        state, metrics = alg.round(state, mixing, batches, key, execution)
+        return state._replace(params=jax.tree.map(lambda x: x + shift, state.params)), metrics
 
-        return dataclasses.replace(alg, round=round_fn)
-
-    return alg_of
+    return dataclasses.replace(alg, round=round_fn)
 
 
 def test_the_checks_catch_broken_algorithms():
@@ -301,11 +306,14 @@ EXTRA = dict(
     mask={"w": (jnp.arange(12) % 3 > 0).reshape(3, 4).astype(jnp.float32), "b": jnp.ones(4)},
     validation_losses=lambda p: (jnp.full((5,), _loss(p)), jnp.ones(5)),
     cohort_size=jnp.asarray(0, jnp.int32),
+    control=jax.tree.map(lambda x: 0.1 * jnp.ones_like(x), PARAMS),
+    client_control=jax.tree.map(lambda x: 0.3 * jnp.ones_like(x), PARAMS),
 )
 TRANSFORM_CASES = {
     "sam": lambda: transforms.sam(0.1),
     "sam_perturbation": None,  # a function, not a transformation (sam uses it)
     "proximal": lambda: transforms.proximal(0.3),
+    "correction": lambda: transforms.correction(plus=("control",), minus=("client_control",)),
     "sam_sgd": lambda: transforms.sam_sgd(0.1, 0.05),
     "clip": lambda: transforms.clip(0.5),
     "gaussian_noise": lambda: transforms.gaussian_noise(std=0.1),

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fedjax_lab import clients
-from fedjax_lab import config as config_lib
-from fedjax_lab import execution
-from fedjax_lab import experiment
+from fedjax_lab.specs import config as config_lib
+from fedjax_lab.runner import execution
+from fedjax_lab.runner import experiment
 
 N, D = 40, 256
 

@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from fedjax_lab import cli
-from fedjax_lab import config as config_lib
-from fedjax_lab import experiment
+from fedjax_lab.specs import config as config_lib
 from fedjax_lab import gossip as gossip_lib
+from fedjax_lab.runner import cli
+from fedjax_lab.runner import experiment
 
 
 def small_config(**values):
@@ -26,10 +26,13 @@ def small_config(**values):
     return config_lib.update(config_lib.get_config(), base)
 
 
+COHORT = {"fedavg": {"server.clients_per_round": 3}}  # a gossip round has no cohort
+
+
 @pytest.mark.parametrize("algorithm", ["dfedsam", "fedavg"])
 def test_run_writes_config_metrics_and_summary(tmp_path, algorithm):
     summary = experiment.run(
-        small_config(**{"algorithm": algorithm, "server.clients_per_round": 3}), tmp_path
+        small_config(algorithm=algorithm, **COHORT.get(algorithm, {})), tmp_path
     )
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["algorithm"] == algorithm and config["num_clients"] == 6

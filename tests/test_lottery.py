@@ -8,12 +8,13 @@ import numpy as np
 import optax
 import pytest
 
-from fedjax_lab import config as config_lib
-from fedjax_lab import experiment
+from fedjax_lab.specs import config as config_lib
 from fedjax_lab import gradients
 from fedjax_lab import privacy
-from fedjax_lab import records
 from fedjax_lab.algorithms import lottery
+from fedjax_lab.algorithms import private
+from fedjax_lab.runner import experiment
+from fedjax_lab.runner import records
 from fedjax_lab.transforms import pruning
 from tests import numpy_reference as ref
 from tests.test_algorithms import LOSS
@@ -28,17 +29,22 @@ SCHEDULE = pruning.PruningSchedule(target=0.5, rate=0.3, every=1)  # 0.3, then 0
 
 
 def ltp(**kwargs):
-    args = dict(
+    mechanism = {"clip_norm": 0.5, "noise_multiplier": 0.0, "delta": 1e-5}
+    for key in ("clip_norm", "noise_multiplier", "delta", "target_epsilon"):
+        if key in kwargs:
+            mechanism[key] = kwargs.pop(key)
+    prune = lottery.Pruning(kwargs.pop("schedule", SCHEDULE), kwargs.pop("validation", None))
+    optimizer = kwargs.pop("optimizer", optax.sgd(LR))
+    return lottery.fed_ltp(
+        LOSS,
+        optimizer,
         num_clients=N,
         clients_per_round=2,
         local_steps=3,
-        clip_norm=0.5,
-        noise_multiplier=0.0,
-        delta=1e-5,
-        schedule=SCHEDULE,
+        settings=private.DPSettings(**mechanism),
+        prune=prune,
+        **kwargs,
     )
-    optimizer = kwargs.pop("optimizer", optax.sgd(LR))
-    return lottery.fed_ltp(LOSS, optimizer, **{**args, **kwargs})
 
 
 def mask_of(state):

@@ -7,17 +7,17 @@ import numpy as np
 import optax
 import pytest
 
-from fedjax_lab import config as config_lib
-from fedjax_lab import experiment
+from fedjax_lab.specs import config as config_lib
 from fedjax_lab import gossip as gossip_lib
-from fedjax_lab import records
 from fedjax_lab import topology
 from fedjax_lab.algorithms import communication
-from fedjax_lab.algorithms import configured
+from fedjax_lab.specs import base as spec_base
 from fedjax_lab.algorithms import personalized
-from fedjax_lab.algorithms import registry
+from fedjax_lab.specs import registry
 from fedjax_lab.randomness import Stream
 from fedjax_lab.randomness import stream
+from fedjax_lab.runner import experiment
+from fedjax_lab.runner import records
 from tests import numpy_reference as ref
 from tests.test_algorithms import LOSS
 from tests.test_algorithms import N
@@ -272,7 +272,7 @@ def test_configured_step_counts_cut_each_phase_per_client(kind):
     w = ref.ring_matrix(N)
     key = jax.random.key(4)
     state, _ = alg.round(alg.init(params), jnp.asarray(w, jnp.float32), batches, key)
-    counts = configured.step_counts(c)(stream(key, Stream.STEPS), jnp.arange(N))
+    counts = spec_base.step_counts(c)(stream(key, Stream.STEPS), jnp.arange(N))
     counts = np.asarray(counts).tolist()
     assert min(counts) >= 1 and max(counts) <= 3 and len(set(counts)) > 1
     bx, by = as64(batches)["x"], batches["y"]
@@ -285,9 +285,9 @@ def test_configured_step_counts_cut_each_phase_per_client(kind):
         )
         assert_close(client(state.params, i), expected)
     with pytest.raises(ValueError, match="local.min_steps"):
-        configured.step_counts(config_lib.update(c, {"local.min_steps": 4}))
+        spec_base.step_counts(config_lib.update(c, {"local.min_steps": 4}))
     with pytest.raises(ValueError, match="step_counts"):
-        configured.step_counts(config_lib.update(c, {"local.step_counts": "sometimes"}))
+        spec_base.step_counts(config_lib.update(c, {"local.step_counts": "sometimes"}))
 
 
 def test_push_sum_gives_the_same_values_in_every_mixing_form():
@@ -296,13 +296,13 @@ def test_push_sum_gives_the_same_values_in_every_mixing_form():
     before = {"u": x["u"] * 0.5}
     piece = communication.push_sum(3, "update")
     for p in (column_stochastic_matrix(n), topology.directed_ring(n).matrix(0)):
-        dense = piece.combine(piece.init(n), jnp.asarray(p), x, previous=before)
+        dense = piece.combine(piece.init(n), jnp.asarray(p), x, start=before)
         forms = [gossip_lib.to_sparse(p)]
         if gossip_lib.to_circulant(p) is not None:
             forms.append(gossip_lib.to_circulant(p))
         for form in forms:
-            other = piece.combine(piece.init(n), form, x, previous=before)
+            other = piece.combine(piece.init(n), form, x, start=before)
             np.testing.assert_allclose(other[0]["u"], dense[0]["u"], atol=1e-6)
             np.testing.assert_allclose(other[1], dense[1], atol=1e-6)
-            assert int(other[2]) == int(dense[2])
+            assert int(other[2]["models_sent"]) == int(dense[2]["models_sent"])
     assert len(forms) == 2  # the directed ring is circulant

@@ -6,9 +6,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from fedjax_lab import plotting
-from fedjax_lab import records
 from fedjax_lab import topology
+from fedjax_lab.runner import plotting
+from fedjax_lab.runner import records
 
 C0 = (0x1F / 255, 0x77 / 255, 0xB4 / 255)  # matplotlib's default first colour, '#1f77b4'
 C1 = (0xFF / 255, 0x7F / 255, 0x0E / 255)  # second, '#ff7f0e'

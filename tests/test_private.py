@@ -9,13 +9,14 @@ import numpy as np
 import optax
 import pytest
 
-from fedjax_lab import config as config_lib
-from fedjax_lab import experiment
+from fedjax_lab.specs import config as config_lib
 from fedjax_lab import privacy
-from fedjax_lab import records
 from fedjax_lab import transforms
 from fedjax_lab.algorithms import private
-from fedjax_lab.algorithms import rounds
+from fedjax_lab.algorithms import cohorts
+from fedjax_lab.specs import base as spec_base
+from fedjax_lab.runner import experiment
+from fedjax_lab.runner import records
 from tests import numpy_reference as ref
 from tests.test_algorithms import LOSS
 from tests.test_algorithms import LR
@@ -28,7 +29,7 @@ N = 5
 
 
 def test_poisson_cohort_is_distinct_ids_with_a_mask_of_independent_joins():
-    cohort = rounds.poisson_cohort(40, 0.25)
+    cohort = cohorts.poisson_cohort(40, 0.25)
     assert cohort.slots == math.ceil(10 + 6 * math.sqrt(10 * 0.75)) and cohort.varies
     joins, sizes = np.zeros(40), []
     for r in range(400):
@@ -40,7 +41,7 @@ def test_poisson_cohort_is_distinct_ids_with_a_mask_of_independent_joins():
     assert abs(np.mean(sizes) - 10) < 0.5 and np.std(sizes) > 1  # the size varies
     assert np.all(np.abs(joins / 400 - 0.25) < 0.1)
     with pytest.raises(ValueError, match=r"q in \(0, 1\], got 0"):
-        rounds.poisson_cohort(40, 0.0)
+        cohorts.poisson_cohort(40, 0.0)
 
 
 def test_dp_fedavg_without_noise_is_the_clipped_mean_over_the_poisson_cohort():
@@ -50,13 +51,11 @@ def test_dp_fedavg_without_noise_is_the_clipped_mean_over_the_poisson_cohort():
         optax.sgd(LR),
         num_clients=N,
         clients_per_round=2,
-        clip_norm=clip_norm,
-        noise_multiplier=0.0,
-        delta=1e-5,
+        settings=private.DPSettings(clip_norm, 0.0, 1e-5),
     )
     params, batches = problem(num_batches=alg.cohort_size)
     key = jax.random.key(3)
-    ids, active = map(np.asarray, rounds.poisson_cohort(N, 2 / N).sample(key))
+    ids, active = map(np.asarray, cohorts.poisson_cohort(N, 2 / N).sample(key))
     state, metrics = alg.round(alg.init(params), None, batches, key)
     x = as64(params)
     total = {k: np.zeros_like(v) for k, v in x.items()}
@@ -78,9 +77,7 @@ def noise_only(n, m, sigma, clip_norm, d, batch, sampling="poisson"):
         optax.sgd(0.0),
         num_clients=n,
         clients_per_round=m,
-        clip_norm=clip_norm,
-        noise_multiplier=sigma,
-        delta=1e-5,
+        settings=private.DPSettings(clip_norm, sigma, 1e-5),
         sampling=sampling,
     )
     rng = np.random.default_rng(0)
@@ -134,9 +131,7 @@ def test_dp_dfedsam_privatizes_every_message_before_gossip():
         LOSS,
         transforms.sam_sgd(LR, 0.2),
         num_clients=N,
-        clip_norm=0.05,
-        noise_multiplier=0.0,
-        delta=1e-5,
+        settings=private.DPSettings(0.05, 0.0, 1e-5),
     )
     params, batches = problem()
     w = ref.ring_matrix(N)
@@ -192,13 +187,13 @@ def test_weight_decay_adds_its_term_to_the_local_gradient():
     c = config_lib.resolve(small_config({"local.weight_decay": 0.1, "local.learning_rate": 0.5}))
     params = {"w": jnp.asarray([1.0, -2.0])}
     grads = {"w": jnp.asarray([0.3, 0.3])}
-    for make in (private.configured.local_sgd, private.configured.local_sam_sgd):
+    for make in (spec_base.local_sgd, spec_base.local_sam_sgd):
         opt = optax.with_extra_args_support(make(c))
         sam_loss = lambda p: 0.3 * jnp.sum(p["w"])  # the SAM gradient is 0.3 everywhere
         updates, _ = opt.update(grads, opt.init(params), params, loss_fn=sam_loss)
         np.testing.assert_allclose(updates["w"], -0.5 * (0.3 + 0.1 * np.array([1.0, -2.0])))
     with pytest.raises(ValueError, match="local.weight_decay >= 0, got -1"):
-        private.configured.local_sgd(config_lib.update(c, {"local.weight_decay": -1.0}))
+        spec_base.local_sgd(config_lib.update(c, {"local.weight_decay": -1.0}))
 
 
 def test_dp_fedsam_topk_sends_k_coordinates_per_client():
@@ -207,9 +202,7 @@ def test_dp_fedsam_topk_sends_k_coordinates_per_client():
         transforms.sam_sgd(LR, 0.1),
         num_clients=N,
         clients_per_round=3,
-        clip_norm=0.5,
-        noise_multiplier=1.0,
-        delta=1e-5,
+        settings=private.DPSettings(0.5, 1.0, 1e-5),
         top_k=0.25,
     )
     params, batches = problem(num_batches=alg.cohort_size)

@@ -7,13 +7,13 @@ import pathlib
 
 import pytest
 
-from fedjax_lab import cli
-from fedjax_lab import reproduce
-from fedjax_lab.reproduce import Beats
-from fedjax_lab.reproduce import Claim
-from fedjax_lab.reproduce import Close
-from fedjax_lab.reproduce import GainExceeds
-from fedjax_lab.reproduce import Ordered
+from fedjax_lab.runner import cli
+from fedjax_lab.runner import reproduce
+from fedjax_lab.runner.reproduce import Beats
+from fedjax_lab.runner.reproduce import Claim
+from fedjax_lab.runner.reproduce import Close
+from fedjax_lab.runner.reproduce import GainExceeds
+from fedjax_lab.runner.reproduce import Ordered
 
 CLAIMS_FILE = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "claims.py"
 TINY = ["num_clients=8", "rounds=3", "server.clients_per_round=8", "checkpoint_every=1"]

@@ -12,15 +12,16 @@ import jax
 import numpy as np
 import pytest
 
-from fedjax_lab import checkpoints
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 from fedjax_lab import data
-from fedjax_lab import experiment
 from fedjax_lab import models
 from fedjax_lab import pretrained
-from fedjax_lab import records
+from fedjax_lab import specs
 from fedjax_lab import topology
 from fedjax_lab.pretrained import make
+from fedjax_lab.runner import checkpoints
+from fedjax_lab.runner import experiment
+from fedjax_lab.runner import records
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = [
@@ -41,7 +42,7 @@ def small_config(values=None, **kwargs):
 
 
 def cli(*args):
-    command = [sys.executable, "-m", "fedjax_lab.cli", *args]
+    command = [sys.executable, "-m", "fedjax_lab.runner.cli", *args]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -134,7 +135,7 @@ def test_there_are_experiment_config_files():
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
 def test_experiment_config_files_are_valid(path):
     c = config_lib.resolve(config_lib.load_config_file(path))
-    assert c.algorithm in experiment.registry.available_algorithms()
+    assert c.algorithm in specs.available_algorithms()
     assert c.dataset in data.available_datasets()
     if c.model == "pretrained":  # a shipped model, or one its recipe makes
         assert c.zo.model in (*pretrained.available(), *make.RECIPES)
@@ -146,7 +147,7 @@ def test_experiment_config_files_are_valid(path):
 def test_config_file_errors(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text(
-        "from fedjax_lab import config\n"
+        "from fedjax_lab.specs import config\n"
         "def get_config():\n"
         "    c = config.get_config()\n"
         "    c.local.lerning_rate = 0.3\n"

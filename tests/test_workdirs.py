@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedjax_lab import checkpoints
-from fedjax_lab import cli
-from fedjax_lab import experiment
-from fedjax_lab import locking
-from fedjax_lab import records
+from fedjax_lab.runner import checkpoints
+from fedjax_lab.runner import cli
+from fedjax_lab.runner import experiment
+from fedjax_lab.runner import locking
+from fedjax_lab.runner import records
 from tests.test_runner import REPO
 from tests.test_runner import SMALL
 from tests.test_runner import small_config
@@ -52,7 +52,7 @@ def test_a_finished_run_extends_to_more_rounds(tmp_path, capsys):
 def hold_lock(workdir):
     script = (
         "import sys, time\n"
-        "from fedjax_lab import locking\n"
+        "from fedjax_lab.runner import locking\n"
         "lock = locking.WorkdirLock(sys.argv[1]); lock.acquire()\n"
         "print('held', flush=True); time.sleep(120)\n"
     )
@@ -191,7 +191,7 @@ def test_sigterm_saves_the_last_round_and_the_run_resumes(tmp_path):
     flags += ["--set", "checkpoint_every=100"]  # only the graceful stop saves before the end
 
     def start(workdir, *more):
-        command = [sys.executable, "-m", "fedjax_lab.cli", "run", "--workdir", str(workdir)]
+        command = [sys.executable, "-m", "fedjax_lab.runner.cli", "run", "--workdir", str(workdir)]
         return subprocess.Popen(
             [*command, *flags, *more],
             cwd=REPO,
@@ -218,7 +218,15 @@ def test_sigterm_saves_the_last_round_and_the_run_resumes(tmp_path):
     assert (stopped / "checkpoints" / str(done) / checkpoints.COMMIT_MARKER).exists()
     assert (stopped / "lock").read_text() == ""
     resumed = subprocess.run(
-        [sys.executable, "-m", "fedjax_lab.cli", "run", "--workdir", str(stopped), "--resume"],
+        [
+            sys.executable,
+            "-m",
+            "fedjax_lab.runner.cli",
+            "run",
+            "--workdir",
+            str(stopped),
+            "--resume",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

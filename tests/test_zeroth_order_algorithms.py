@@ -13,15 +13,16 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 from fedjax_lab import data
-from fedjax_lab import experiment
 from fedjax_lab import models
 from fedjax_lab import objectives
 from fedjax_lab import pretrained
-from fedjax_lab.algorithms import registry
+from fedjax_lab.specs import registry
 from fedjax_lab.algorithms import zeroth_order
+from fedjax_lab.specs import zeroth_order as zo_specs
 from fedjax_lab.black_box import BlackBoxDifferentiationError
+from fedjax_lab.runner import experiment
 from fedjax_lab.transforms import zeroth_order as zo
 from tests import numpy_reference as ref
 
@@ -147,7 +148,7 @@ def _fes_config(name, **values):
 
 def _split(name):
     c = _fes_config(name)
-    module, params = zeroth_order.split_model(c, 5, (8, 8, 1), jax.random.key(0))
+    module, params = zo_specs.split_model(c, 5, (8, 8, 1), jax.random.key(0))
     x, y = data.load_digits(0, variant="high")[2:]
     return module, params, {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
 
@@ -207,7 +208,7 @@ def test_fes_counts_the_tensors_that_cross_the_cut():
             num_clients=4,
             **{"server.clients_per_round": 2, "local.steps": 2, "execution.strategy": "vmap"},
         )
-        module, params = zeroth_order.split_model(c, 5, (8, 8, 1), jax.random.key(0))
+        module, params = zo_specs.split_model(c, 5, (8, 8, 1), jax.random.key(0))
         loss = objectives.cross_entropy_loss(lambda p, x: module.apply({"params": p}, x))
         alg = registry.build_algorithm(c, loss)
         sizes = alg.message_bytes(params)
@@ -272,7 +273,7 @@ def test_a_users_checkpoints_save_load_and_restore(tmp_path):
     c = config_lib.resolve(
         config_lib.update(config_lib.get_config("fed_bbpt"), zo={"model": str(tmp_path / "mine")})
     )
-    prompted, prompt = zeroth_order.prompted_model(c, 10, (8, 8, 1), jax.random.key(0))
+    prompted, prompt = zo_specs.prompted_model(c, 10, (8, 8, 1), jax.random.key(0))
     x = data.load_digits(0, variant="inverted")[2][:5]
     np.testing.assert_allclose(
         prompted.apply({"params": prompt}, x), model.apply({"params": params}, x), atol=1e-6

@@ -12,12 +12,14 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_lab import config as config_lib
-from fedjax_lab import experiment
+from fedjax_lab import clients
+
+from fedjax_lab.specs import config as config_lib
 from fedjax_lab.algorithms import base
-from fedjax_lab.algorithms import configured
-from fedjax_lab.algorithms import registry
+from fedjax_lab.specs import base as spec_base
+from fedjax_lab.specs import registry
 from fedjax_lab.algorithms import server
+from fedjax_lab.runner import experiment
 
 SEED_BYTES = 8
 
@@ -41,11 +43,11 @@ def host_hook() -> base.HostHook:
 
 def build(c, loss_fn):
     inner = server.fedavg(
-        loss_fn, configured.local_sgd(c), name="toy", **configured.server_kwargs(c)
+        loss_fn, spec_base.local_sgd(c), name="toy", **spec_base.server_kwargs(c)
     )
 
-    def round_fn(state, mixing, batches, key):
-        state, metrics = inner.round(state, mixing, batches, key)
+    def round_fn(state, mixing, batches, key, execution=clients.VMAP):
+        state, metrics = inner.round(state, mixing, batches, key, execution)
         metrics["toy_metric"] = 2.0 * metrics["train_loss"]
         metrics["seeds_sent"] = jnp.asarray(3 * inner.cohort_size, jnp.int32)
         return state, metrics
@@ -58,7 +60,7 @@ def build(c, loss_fn):
     )
 
 
-TOY = base.AlgorithmSpec(name="toy", summary="test algorithm", build=build)
+TOY = spec_base.AlgorithmSpec(name="toy", summary="test algorithm", build=build)
 
 
 def ensure_registered():

@@ -1,14 +1,18 @@
 """What every federated algorithm is: a named bundle of pure functions.
 
-An algorithm is built by a factory (``fedavg``, ``dfedsam``, or
-:func:`fedjax_lab.algorithms.rounds.compose` directly) that validates its hyperparameters and
+An algorithm is built by a factory (``fedavg``, ``dfedsam``, or one of the two round
+skeletons directly, :func:`fedjax_lab.algorithms.rounds.server_round` and
+:func:`~fedjax_lab.algorithms.rounds.gossip_round`) that validates its hyperparameters and
 closes over them, and returns an :class:`Algorithm` whose functions are pure and jittable:
 
 * ``init(params) -> state``: the starting state from one model (every client starts there).
 * ``cohort(key) -> int32[m]``: the clients that train this round (all of them for the
   decentralized family, ``m`` sampled without replacement for server-based ones). Sample
   the batches for exactly these clients, in this order.
-* ``round(state, mixing, batches, key) -> (state, metrics)``: one communication round.
+* ``round(state, mixing, batches, key, execution=VMAP) -> (state, metrics)``: one
+  communication round; ``execution`` (:class:`fedjax_lab.clients.Execution`) says how the
+  clients are mapped (vmap, chunked, sequential; the local steps' unrolling), so the same
+  algorithm runs under any of them.
   ``batches`` is a pytree with leaves ``[m, K, ...]`` (K local steps); ``mixing`` is the
   round's mixing matrix (dense ``[N, N]``, :class:`~fedjax_lab.gossip.SparseMixing` or
   :class:`~fedjax_lab.gossip.CirculantMixing`), or ``None`` for server-based algorithms.
@@ -84,13 +88,15 @@ class Algorithm:
     Attributes:
       name: the algorithm's name.
       num_clients: N, the size of the client population.
-      cohort_size: m, how many clients train in each round.
-      decentralized: whether ``round`` consumes a mixing matrix.
+      participants: the :class:`~fedjax_lab.algorithms.cohorts.Cohort` of each round (every
+        client, in id order, for a gossip round).
       init: ``params -> state``.
-      cohort: ``key -> int32[m]`` client ids of the round.
-      round: ``(state, mixing, batches, key) -> (state, metrics)``.
+      round: ``(state, mixing, batches, key, execution=VMAP) -> (state, metrics)``;
+        ``execution`` (:class:`fedjax_lab.clients.Execution`) is how the clients are mapped.
       client_params: ``state -> params`` stacked over all N clients.
       message_bytes: ``params -> {message-count metric: bytes per message}``.
+      client_axes: ``state -> pytree of bools`` over the state's leaves: True where the
+        leaf carries the client axis ``[N, ...]`` (sharding splits exactly those).
       local_steps: batches each client consumes per round, or None for any number.
       host_hook: a :class:`HostHook`, or None.
       mixing_stochastic: what a decentralized algorithm's mixing matrix must be: ``"row"``
@@ -103,34 +109,30 @@ class Algorithm:
 
     name: str
     num_clients: int
-    cohort_size: int
-    decentralized: bool
+    participants: Any
     init: Callable[[Any], Any]
-    cohort: Callable[[jax.Array], jax.Array]
     round: Callable[..., tuple[Any, dict[str, jax.Array]]]
     client_params: Callable[[Any], Any]
     message_bytes: Callable[[Any], dict[str, int]]
+    client_axes: Callable[[Any], Any]
     local_steps: int | None = None
     host_hook: HostHook | None = None
     mixing_stochastic: str | None = None
     labels: Any = None
 
+    @property
+    def decentralized(self) -> bool:
+        """Whether ``round`` consumes a mixing matrix (every client keeps its own model)."""
+        return self.mixing_stochastic is not None
 
-def model_bytes(params: Any) -> int:
-    """Bytes needed to send one model (static: from shapes and dtypes)."""
-    return sum(int(x.size) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(params))
+    @property
+    def cohort_size(self) -> int:
+        """m, the client slots of each round (batches are sampled for each)."""
+        return self.participants.slots
 
-
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, jnp.integer)) or value < 1:
-        raise ValueError(f"Expected {name} to be an integer >= 1, got {value!r}.")
-    return int(value)
-
-
-def check_learning_rate_decay(value: float) -> float:
-    if not 0 < value <= 1:
-        raise ValueError(f"Expected lr_decay in (0, 1], got {value!r}.")
-    return float(value)
+    def cohort(self, key: jax.Array) -> jax.Array:
+        """The int32 ids of the clients that train in the round of ``key``, in slot order."""
+        return self.participants.sample(key)[0]
 
 
 def round_step_scale(round_index: jax.Array, lr_decay: float) -> jax.Array:
@@ -153,29 +155,3 @@ def check_batches(batches: Any, cohort_size: int, local_steps: int | None = None
                 f"Expected {local_steps} batches per client (the local phases' steps), got a "
                 f"leaf of shape {jnp.shape(leaf)}."
             )
-
-
-@dataclasses.dataclass(frozen=True)
-class AlgorithmSpec:
-    """An algorithm as the registry knows it: how to build it from a config.
-
-    Attributes:
-      name: the registered name (``config.algorithm``).
-      summary: one line for ``fedjax-lab list``.
-      build: ``(resolved config, loss_fn) -> Algorithm``.
-      fields: the algorithm's own config section, as :class:`fedjax_lab.config.Field` s
-        with dotted keys under the algorithm's name (``"fedspeed.prox_strength"``).
-      defaults: the algorithm's values for shared keys left unset (``None``) in a config,
-        by dotted key (``{"communication.gossip_steps": 4}``).
-      model: for an algorithm that tunes a pre-trained model, ``(resolved config,
-        num_classes, input_shape, key) -> (flax module, initial params)``, the model the
-        run trains and evaluates when ``config.model`` is ``"pretrained"``; None: the
-        algorithm trains ``config.model`` from its initialization.
-    """
-
-    name: str
-    summary: str
-    build: Callable[[Any, Callable], Algorithm]
-    fields: tuple = ()
-    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
-    model: Callable[[Any, int, tuple, Any], tuple[Any, Any]] | None = None

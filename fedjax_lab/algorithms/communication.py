@@ -1,23 +1,50 @@
-"""Communication pieces of a round: how the clients' messages are combined.
+"""Communication pieces of a round: what a client sends, how it is counted, and how the
+messages are combined.
 
-A :class:`Communication` maps what the clients send (the shared part of their models or
-updates, stacked over the clients that sent them) to what they receive:
+A :class:`Communication` owns the messages of a round:
 
-* :func:`server_mean`: the mean over the cohort, computed by a server
-  (``mean_i s_i``); every sampled client downloads the model and uploads its message.
-* :func:`gossip`: ``Q`` gossip steps over the round's mixing matrix,
-  ``x_i <- sum_j (W^Q)_{ij} x_j``, dense, sparse or circulant
-  (:mod:`fedjax_lab.gossip`); each nonzero off-diagonal weight is one message per step.
-  ``W`` must be row stochastic (every client takes a convex combination of what it
-  receives; doubly stochastic ``W`` keep the clients' average).
-* :func:`push_sum`: gossip over a column-stochastic ``P`` (what each client sends sums to
-  one, as on a directed graph where clients know their out-neighbours only), de-biased by
-  per-client weights, so the clients still converge to their exact average.
+* **what is sent.** A client sends the shared part of its trained model; with an update
+  transform (:mod:`fedjax_lab.algorithms.client`), its transformed update instead (a
+  gossip neighbour receives ``x_j + T(y_j - x_j)``); with ``encode``, whatever the
+  encoder makes of its round (:func:`encoded`: FedKSeed's (seed, scalar) pairs).
+* **how it is combined.** :func:`server_mean`, the mean over the cohort computed by a
+  server; :func:`gossip`, ``Q`` steps over the round's mixing matrix, ``x_i <- sum_j
+  (W^Q)_{ij} x_j`` (dense, sparse or circulant, :mod:`fedjax_lab.gossip`; ``W`` row
+  stochastic); :func:`push_sum`, gossip over a column-stochastic ``P`` de-biased by
+  per-client weights, so the clients converge to their exact average on directed graphs.
+* **how it is counted.** Each piece reports message counts (``models_sent``: one model per
+  nonzero off-diagonal weight per gossip step, two per sampled client for a server);
+  :func:`sparse` counts the nonzero coordinates of each message as (value, int32 index)
+  pairs instead (``coordinates_sent``); :func:`with_step_traffic` adds traffic inside the
+  local steps (split learning's activations at the cut). ``message_bytes`` gives the size
+  of one message of each counted kind.
 
-A piece has state of its own in ``State.communication`` (``()`` for the first two;
-push-sum's per-client weights live there), and counts the messages it makes: the round
-reports them as ``models_sent``, and their size is that of the communicated part of one
-model plus the piece's ``overhead_bytes`` (push-sum's weight).
+A piece has state of its own in ``State.communication`` (``()`` for most; push-sum's
+per-client weights, the last round's :class:`Broadcast` of encoded messages).
+
+**Push-sum** (:func:`push_sum`). Every client ``i`` holds a value ``x_i`` and a scalar
+weight ``w_i`` (1 at the start, ``State.communication``); it trains and is evaluated with
+the de-biased ``z_i = x_i / w_i``, which is what the round keeps as its model. A push step
+sends ``P[j, i]`` of both to each out-neighbour ``j``:
+
+.. math::
+
+  x_i \\leftarrow \\textstyle\\sum_j P_{ij}\\, x_j, \\qquad
+  w_i \\leftarrow \\textstyle\\sum_j P_{ij}\\, w_j, \\qquad z_i = x_i / w_i.
+
+``P`` column stochastic keeps ``sum_i x_i`` and ``sum_i w_i = N``, so on a strongly
+connected graph every ``z_i`` tends to the exact average ``(1/N) sum_j x_j``, where
+plain row-stochastic mixing would tend to a weighted average biased toward the
+clients that many others listen to.
+
+What is pushed after training (``push``):
+
+* ``"update"`` (stochastic gradient push): a client adds its update to its value,
+  ``x_i = w_i z_i + (y_i - z_i)``, so every client's update enters the network's
+  average with weight ``1/N``, as in DFedPGP's analysis. It needs the update, so the
+  clients train before they push (``order="train_then_gossip"``).
+* ``"model"``: ``x_i = w_i y_i``, the trained model as the new value; the average then
+  weighs client ``i``'s update by ``w_i``.
 """
 
 from __future__ import annotations
@@ -29,43 +56,71 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedjax_lab import gossip as gossip_lib
-from fedjax_lab.algorithms import base
+from fedjax_lab import validation
 
 PUSHES = ("update", "model")
 WEIGHT_BYTES = 4  # push-sum's float32 weight travels with every message
+INDEX_BYTES = 4  # a sparse message's int32 coordinate index
 
 
 class Communication(NamedTuple):
-    """How messages are combined (see the module docstring).
+    """How messages are made, combined and counted (see the module docstring).
 
     Attributes:
-      decentralized: whether it consumes the round's mixing matrix (and every client keeps
-        its own model) or combines at a server.
-      init: ``num_clients -> state`` of the piece.
-      combine: ``(state, mixing, messages, weights=None, previous=None) -> (combined,
-        state, models_sent)``. Messages are stacked over the senders; ``weights`` (bool or
-        float per sender) marks who really sent (a padded Poisson cohort); ``previous``
-        (decentralized, when the clients trained since the last combine) is what each
-        client held before training, so ``messages - previous`` is its update. A server
-        piece returns one combined value, a decentralized one a value per client.
+      combine: ``(state, mixing, messages, *, joined=None, start=None, scale=1.0) ->
+        (combined, state, counts)``. ``messages`` are stacked over the senders;
+        ``joined`` (bool per sender, or None when all take part) marks who really sent (a padded Poisson cohort);
+        ``start`` is the shared part of what the clients started from (the global model;
+        each client's own for gossip, None when they have not trained since), ``scale``
+        the round's step multiplier. A server piece returns the mean of the messages (the
+        mean update, for encoded ones), a gossip piece the mixed value of every client;
+        ``counts`` maps message-count metrics to int32 scalars.
+      mixing: None for a piece combined by a server; for a gossip piece, what its mixing
+        matrix must be: ``"row"`` or ``"column"`` stochastic (doubly stochastic satisfies
+        both). Runs check their topology against it.
+      init: ``(num_clients, slots=None, message_shapes=None) -> state`` of the piece
+        (``slots`` clients send each round; ``message_shapes``: of an encoded message).
       check_mixing: ``(mixing, num_clients, name) -> None``, raising ValueError on a mixing
-        argument it cannot use (a concrete matrix of the wrong stochasticity too).
-      stochastic: what the mixing matrix must be, ``"row"`` or ``"column"`` stochastic
-        (doubly stochastic satisfies both), or None for a server piece. Runs check their
-        topology against it (:func:`fedjax_lab.topology.check_stochastic`).
-      overhead_bytes: bytes each message carries beyond the model part.
+        argument the piece cannot use (a concrete matrix of the wrong stochasticity too).
+      message_bytes: ``(shared part of one model, message shapes) -> {metric: bytes}``, the
+        bytes of one message of each counted kind.
+      encode: None (a client sends its model or update), or ``ClientOutput -> message``,
+        what a client sends instead (:func:`encoded`).
+      client_axis: whether the piece's state has a client axis (push-sum's weights).
+      counts_messages: whether ``counts`` follow from the messages themselves (so
+        :func:`sparse` may recount them).
+      step_traffic: ``((metric, per step, bytes each), ...)``, traffic inside the local
+        steps (:func:`with_step_traffic`).
     """
 
-    decentralized: bool
-    init: Callable[[int], Any]
-    combine: Callable[..., tuple[Any, Any, jax.Array]]
+    combine: Callable[..., tuple[Any, Any, dict[str, jax.Array]]]
+    mixing: str | None
+    init: Callable[[int, int, Any], Any]
     check_mixing: Callable[[Any, int, str], None]
-    stochastic: str | None = None
-    overhead_bytes: int = 0
+    message_bytes: Callable[[Any, Any], dict[str, int]]
+    encode: Callable[[Any], Any] | None = None
+    client_axis: bool = False
+    counts_messages: bool = True
+    step_traffic: tuple[tuple[str, int, int], ...] = ()
 
 
-def _no_state(num_clients: int) -> tuple:
-    del num_clients
+class Broadcast(NamedTuple):
+    """The last round's decoded messages, as every client receives them (``State.communication``
+    of :func:`encoded`): ``decode(messages, weights, start, step_scale)`` on the previous
+    model rebuilds the new one."""
+
+    messages: Any
+    weights: jax.Array
+    step_scale: jax.Array
+
+
+def model_bytes(params: Any) -> int:
+    """Bytes needed to send one model (static: from shapes and dtypes)."""
+    return sum(int(x.size) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(params))
+
+
+def _no_state(num_clients: int, slots: int | None = None, message_shapes: Any = None) -> tuple:
+    del num_clients, slots, message_shapes
     return ()
 
 
@@ -73,6 +128,10 @@ def _check_no_mixing(mixing: Any, num_clients: int, name: str) -> None:
     del num_clients
     if mixing is not None:
         raise ValueError(f"{name} is server-based: pass mixing=None, got {type(mixing)}.")
+
+
+def _dense_bytes(overhead: int = 0) -> Callable[[Any, Any], dict[str, int]]:
+    return lambda shared, message_shapes: {"models_sent": model_bytes(shared) + overhead}
 
 
 def server_mean(denominator: float | None = None) -> Communication:
@@ -87,18 +146,122 @@ def server_mean(denominator: float | None = None) -> Communication:
     if denominator is not None and not denominator > 0:
         raise ValueError(f"Expected a denominator > 0, got {denominator!r}.")
 
-    def combine(state, mixing, messages, weights=None):
-        del mixing
-        if weights is None:
+    def combine(state, mixing, messages, *, joined=None, start=None, scale=1.0):
+        del mixing, start, scale
+        if joined is None:
             m = jax.tree.leaves(messages)[0].shape[0]
             mean = jax.tree.map(lambda s: jnp.mean(s, axis=0), messages)
-            return mean, state, jnp.asarray(2 * m, jnp.int32)
-        w = jnp.asarray(weights, jnp.float32)
-        total = jnp.maximum(jnp.sum(w), 1.0) if denominator is None else denominator
-        mean = jax.tree.map(lambda s: jnp.tensordot(w.astype(s.dtype), s, 1) / total, messages)
-        return mean, state, (2 * jnp.sum(w)).astype(jnp.int32)
+            sent = jnp.asarray(2 * m, jnp.int32)
+        else:
+            w = jnp.asarray(joined, jnp.float32)
+            total = jnp.maximum(jnp.sum(w), 1.0) if denominator is None else denominator
+            mean = jax.tree.map(lambda s: jnp.tensordot(w.astype(s.dtype), s, 1) / total, messages)
+            sent = (2 * jnp.sum(w)).astype(jnp.int32)
+        return mean, state, {"models_sent": sent}
 
-    return Communication(False, _no_state, combine, _check_no_mixing)
+    return Communication(combine, None, _no_state, _check_no_mixing, _dense_bytes())
+
+
+def encoded(
+    encode: Callable[[Any], Any], decode: Callable[[Any, jax.Array, Any, jax.Array], Any]
+) -> Communication:
+    """Each client sends what ``encode`` makes of its round; the server decodes the mean
+    update and broadcasts every message, so each client rebuilds the new model.
+
+    Args:
+      encode: ``ClientOutput -> message``, a pytree of arrays
+        (:class:`~fedjax_lab.algorithms.client.ClientOutput`: the client's phases' final
+        optimizer states, the model it started from, the model it trained).
+      decode: ``(messages, weights, start, step_scale) -> update``: the mean update of the
+        shared part from every slot's message (leaves ``[m, ...]``), the slots' weights
+        ``[m]`` (``1 / |S|`` for the clients that take part, 0 for the others), the shared
+        part of the model the clients started from, and the round's step multiplier. The
+        last round's messages stay in ``State.communication`` (:class:`Broadcast`).
+
+    ``messages_sent`` counts ``|S| (1 + |S|)`` messages: each client of the cohort sends its
+    own and receives all of them; their bytes follow from the message's shapes.
+    """
+
+    def init(num_clients, slots, message_shapes):
+        del num_clients
+        zeros = lambda s: jnp.zeros((slots, *s.shape), s.dtype)
+        return Broadcast(
+            jax.tree.map(zeros, message_shapes),
+            jnp.zeros((slots,), jnp.float32),
+            jnp.ones((), jnp.float32),
+        )
+
+    def combine(state, mixing, messages, *, joined=None, start=None, scale=1.0):
+        del state, mixing
+        slots = jax.tree.leaves(messages)[0].shape[0]
+        joined = jnp.ones((slots,), bool) if joined is None else joined
+        size = jnp.sum(joined).astype(jnp.int32)
+        weights = joined.astype(jnp.float32) / jnp.maximum(size, 1)
+        update = decode(messages, weights, start, scale)
+        return update, Broadcast(messages, weights, scale), {"messages_sent": size * (1 + size)}
+
+    return Communication(
+        combine,
+        None,
+        init,
+        _check_no_mixing,
+        lambda shared, shapes: {"messages_sent": model_bytes(shapes)},
+        encode=encode,
+        counts_messages=False,
+    )
+
+
+def sparse(piece: Communication) -> Communication:
+    """``piece`` with each message counted as its nonzero coordinates, each a (value, int32
+    index) pair (``coordinates_sent``): for sparse models and updates (pruned models, top-k)."""
+    if not piece.counts_messages:
+        raise ValueError("Encoded messages have their own sizes; they cannot be counted sparse.")
+
+    def combine(state, mixing, messages, *, joined=None, start=None, scale=1.0):
+        combined, state, counts = piece.combine(
+            state, mixing, messages, joined=joined, start=start, scale=scale
+        )
+        return combined, state, {**counts, "coordinates_sent": _nonzeros_sent(messages, joined)}
+
+    def message_bytes(shared, message_shapes):
+        value = max(jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(shared))
+        return {"coordinates_sent": value + INDEX_BYTES}
+
+    return piece._replace(combine=combine, message_bytes=message_bytes)
+
+
+def _nonzeros_sent(sent: Any, joined: jax.Array | None) -> jax.Array:
+    """The nonzero coordinates the clients that take part send, in all."""
+    per_client = sum(
+        jnp.sum(leaf.reshape(leaf.shape[0], -1) != 0, axis=1) for leaf in jax.tree.leaves(sent)
+    )
+    if joined is not None:
+        per_client = jnp.where(joined, per_client, 0)
+    return jnp.sum(per_client).astype(jnp.int32)
+
+
+def with_step_traffic(piece: Communication, traffic: dict[str, tuple[int, int]]) -> Communication:
+    """``piece`` plus traffic inside the local steps, ``{metric: (per step, bytes each)}``:
+    every step a client runs exchanges ``per step`` messages of ``bytes each`` (split
+    learning's activations and gradients at the cut); :func:`step_counts` counts them."""
+    for metric, (per_step, size) in traffic.items():
+        if isinstance(per_step, bool) or not isinstance(per_step, int) or per_step < 0 or size < 0:
+            raise ValueError(
+                f"Expected step traffic {metric!r} = (messages per step >= 0, bytes >= 0), "
+                f"got {(per_step, size)!r}."
+            )
+    steps = piece.step_traffic + tuple((m, n, size) for m, (n, size) in traffic.items())
+    inner = piece.message_bytes
+
+    def message_bytes(shared, message_shapes):
+        return {**inner(shared, message_shapes), **{m: size for m, _, size in steps}}
+
+    return piece._replace(message_bytes=message_bytes, step_traffic=steps)
+
+
+def step_counts(piece: Communication, steps_run: jax.Array) -> dict[str, jax.Array]:
+    """The step-traffic counts of a round whose clients ran ``steps_run`` local steps in all."""
+    return {metric: steps_run.astype(jnp.int32) * n for metric, n, _ in piece.step_traffic}
 
 
 def messages_per_gossip_step(mixing: Any) -> jax.Array:
@@ -180,56 +343,31 @@ def check_gossip_mixing(mixing: Any, num_clients: int, name: str, stochastic: st
 
 def gossip(steps: int = 1) -> Communication:
     """``steps`` gossip steps with the round's mixing matrix (``W^steps``)."""
-    steps = base.check_positive_int("gossip_steps", steps)
+    steps = validation.check_positive_int("gossip_steps", steps)
 
-    def combine(state, mixing, messages, weights=None, previous=None):
-        del weights, previous  # every client gossips its model
+    def combine(state, mixing, messages, *, joined=None, start=None, scale=1.0):
+        del joined, start, scale  # every client gossips its model
         mixed = gossip_lib.gossip(mixing, messages, steps=steps)
-        return mixed, state, steps * messages_per_gossip_step(mixing)
+        return mixed, state, {"models_sent": steps * messages_per_gossip_step(mixing)}
 
-    return Communication(True, _no_state, combine, check_gossip_mixing, stochastic="row")
+    return Communication(combine, "row", _no_state, check_gossip_mixing, _dense_bytes())
 
 
 def push_sum(steps: int = 1, push: str = "update") -> Communication:
-    """Push-sum over a column-stochastic ``P``: ``steps`` push steps per round.
-
-    Every client ``i`` holds a value ``x_i`` and a scalar weight ``w_i`` (1 at the start,
-    ``State.communication``); it trains and is evaluated with the de-biased
-    ``z_i = x_i / w_i``, which is what the round keeps as its model. A push step sends
-    ``P[j, i]`` of both to each out-neighbour ``j``:
-
-    .. math::
-
-      x_i \\leftarrow \\textstyle\\sum_j P_{ij}\\, x_j, \\qquad
-      w_i \\leftarrow \\textstyle\\sum_j P_{ij}\\, w_j, \\qquad z_i = x_i / w_i.
-
-    ``P`` column stochastic keeps ``sum_i x_i`` and ``sum_i w_i = N``, so on a strongly
-    connected graph every ``z_i`` tends to the exact average ``(1/N) sum_j x_j``, where
-    plain row-stochastic mixing would tend to a weighted average biased toward the
-    clients that many others listen to.
-
-    What is pushed after training (``push``):
-
-    * ``"update"`` (stochastic gradient push): a client adds its update to its value,
-      ``x_i = w_i z_i + (y_i - z_i)``, so every client's update enters the network's
-      average with weight ``1/N``, as in DFedPGP's analysis. It needs the update, so the
-      clients train before they push (``order="train_then_gossip"``).
-    * ``"model"``: ``x_i = w_i y_i``, the trained model as the new value; the average then
-      weighs client ``i``'s update by ``w_i``.
-
-    Args:
-      steps: push steps per round (``P^steps``).
-      push: ``"update"`` or ``"model"``.
-    """
-    steps = base.check_positive_int("gossip_steps", steps)
+    """Push-sum over a column-stochastic ``P``, ``steps`` push steps per round, pushing
+    the clients' updates (``push="update"``) or models (``"model"``); see the module
+    docstring."""
+    steps = validation.check_positive_int("gossip_steps", steps)
     if push not in PUSHES:
         raise ValueError(f"Unknown push {push!r}; expected one of {PUSHES}.")
 
-    def init(num_clients):
+    def init(num_clients, slots=None, message_shapes=None):
+        del slots, message_shapes
         return jnp.ones((num_clients,), jnp.float32)
 
-    def combine(weight, mixing, messages, weights=None, previous=None):
-        del weights  # every client pushes
+    def combine(weight, mixing, messages, *, joined=None, start=None, scale=1.0):
+        del joined, scale  # every client pushes
+        previous = start
         if push == "update" and previous is None:
             raise ValueError(
                 "push-sum with push='update' adds each client's update to its value, so the "
@@ -249,11 +387,11 @@ def push_sum(steps: int = 1, push: str = "update") -> Communication:
             lambda x: (x / mixed_weight.reshape((-1,) + (1,) * (x.ndim - 1))).astype(x.dtype),
             values,
         )
-        return debiased, mixed_weight, steps * messages_per_gossip_step(mixing)
+        return debiased, mixed_weight, {"models_sent": steps * messages_per_gossip_step(mixing)}
 
     def check(mixing, num_clients, name):
         check_gossip_mixing(mixing, num_clients, name, stochastic="column")
 
     return Communication(
-        True, init, combine, check, stochastic="column", overhead_bytes=WEIGHT_BYTES
+        combine, "column", init, check, _dense_bytes(WEIGHT_BYTES), client_axis=True
     )

@@ -12,7 +12,7 @@ The local optimizer decides the member of the family: SGD (DFedAvg), heavy-ball 
 momentum reset every round (DFedAvgM), ``chain(sam(rho), sgd)`` (DFedSAM); ``Q > 1``
 gossip steps per round is DFedSAM-MGS. ``order="gossip_then_train"`` is the update order
 of the released DFedSAM code (mix the previous round's models first, then train). Each is
-a composition of :func:`fedjax_lab.algorithms.rounds.compose` with the
+a :func:`~fedjax_lab.algorithms.rounds.gossip_round` with the
 :func:`~fedjax_lab.algorithms.communication.gossip` piece.
 
 References:
@@ -28,9 +28,10 @@ from typing import Any
 import optax
 
 from fedjax_lab import local
+from fedjax_lab import partition
 from fedjax_lab.algorithms import base
+from fedjax_lab.algorithms import client as client_lib
 from fedjax_lab.algorithms import communication
-from fedjax_lab.algorithms import configured
 from fedjax_lab.algorithms import rounds
 from fedjax_lab.transforms import sharpness_aware
 
@@ -41,8 +42,11 @@ def decentralized(
     *,
     num_clients: int,
     gossip_steps: int = 1,
+    order: str = "train_then_gossip",
+    labels: Any = None,
+    host_hook: base.HostHook | None = None,
     name: str = "decentralized",
-    **kwargs: Any,
+    **client_options: Any,
 ) -> base.Algorithm:
     """Decentralized local training plus gossip, with any local optimizer.
 
@@ -51,23 +55,28 @@ def decentralized(
       local_optimizer: the clients' optax transformation (state reset every round).
       num_clients: N; every client trains every round.
       gossip_steps: Q, mixing steps per round (``W^Q``).
+      order: ``"train_then_gossip"`` or ``"gossip_then_train"``.
+      labels: a partition whose shared part alone is gossiped, or None (everything).
+      host_hook: host-side work after every round, or None.
       name: the algorithm's name in metrics and logs.
-      **kwargs: the other pieces and settings of :func:`~fedjax_lab.algorithms.rounds.compose`
-        (``order``, ``update_transform``, ``labels``, ``step_counts``, ``lr_decay``,
-        ``strategy``, ``chunk_size``, ``unroll``, ...).
+      **client_options: the other settings of the client update
+        (:func:`~fedjax_lab.algorithms.client.client_update`: ``transform``,
+        ``step_counts``, ``lr_decay``).
 
     Returns:
       An :class:`~fedjax_lab.algorithms.base.Algorithm`; ``round`` expects the round's mixing
       matrix (dense ``[N, N]``, :class:`~fedjax_lab.gossip.SparseMixing` or
       :class:`~fedjax_lab.gossip.CirculantMixing`).
     """
-    return rounds.compose(
+    return rounds.gossip_round(
         loss_fn,
         name=name,
         num_clients=num_clients,
-        phases=[local.Phase(local_optimizer)],
+        client=client_lib.client_update(local.Phase(local_optimizer), **client_options),
         communication=communication.gossip(gossip_steps),
-        **kwargs,
+        order=order,
+        labels=partition.everything_shared if labels is None else labels,
+        host_hook=host_hook,
     )
 
 
@@ -108,40 +117,3 @@ def dfedsam(
     optimizer = sharpness_aware.sam_sgd(learning_rate, rho, momentum=momentum, adaptive=adaptive)
     default = "dfedsam" if kwargs.get("gossip_steps", 1) == 1 else "dfedsam_mgs"
     return decentralized(loss_fn, optimizer, name=kwargs.pop("name", default), **kwargs)
-
-
-def _builder(name: str, local_optimizer):
-    """Builds ``name`` from a config, with ``local_optimizer(config)`` on every client."""
-
-    def build(c, loss_fn):
-        if not 0 <= c.local.momentum < 1:
-            raise ValueError(f"Expected local.momentum in [0, 1), got {c.local.momentum!r}.")
-        return decentralized(
-            loss_fn, local_optimizer(c), name=name, **configured.decentralized_kwargs(c)
-        )
-
-    return build
-
-
-DFEDAVG = base.AlgorithmSpec(
-    name="dfedavg",
-    summary="decentralized; local SGD; one gossip step x <- W x",
-    build=_builder("dfedavg", configured.local_sgd),
-)
-DFEDAVGM = base.AlgorithmSpec(
-    name="dfedavgm",
-    summary="decentralized; heavy-ball SGD (buffer reset each round); one gossip step",
-    build=_builder("dfedavgm", configured.local_sgd),
-    defaults={"local.momentum": 0.9},
-)
-DFEDSAM = base.AlgorithmSpec(
-    name="dfedsam",
-    summary="decentralized; local SAM + SGD; one gossip step",
-    build=_builder("dfedsam", configured.local_sam_sgd),
-)
-DFEDSAM_MGS = base.AlgorithmSpec(
-    name="dfedsam_mgs",
-    summary="decentralized; local SAM + SGD; Q gossip steps (W^Q, default Q = 4)",
-    build=_builder("dfedsam_mgs", configured.local_sam_sgd),
-    defaults={"communication.gossip_steps": 4},
-)

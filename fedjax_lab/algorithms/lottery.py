@@ -28,18 +28,18 @@ reports ``epsilon = rho + 2 sqrt(rho ln(1 / delta))`` after every round, and
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import optax
 
-from fedjax_lab import config as config_lib
 from fedjax_lab import gradients
 from fedjax_lab import local
 from fedjax_lab import privacy
+from fedjax_lab import validation
 from fedjax_lab.algorithms import base
+from fedjax_lab.algorithms import client as client_lib
 from fedjax_lab.algorithms import communication
-from fedjax_lab.algorithms import configured
 from fedjax_lab.algorithms import private
 from fedjax_lab.algorithms import rounds
 from fedjax_lab.transforms import pruning
@@ -81,6 +81,13 @@ def zcdp_hook(
     )
 
 
+class Pruning(NamedTuple):
+    """Fed-LTP's pruning: its schedule and its Laplace acceptance test (or None)."""
+
+    schedule: pruning.PruningSchedule
+    validation: pruning.LaplaceValidation | None = None
+
+
 def fed_ltp(
     loss_fn: local.LossFn,
     local_optimizer: optax.GradientTransformation,
@@ -88,64 +95,66 @@ def fed_ltp(
     num_clients: int,
     clients_per_round: int,
     local_steps: int,
-    clip_norm: float,
-    noise_multiplier: float,
-    delta: float,
-    schedule: pruning.PruningSchedule,
-    validation: pruning.LaplaceValidation | None = None,
-    target_epsilon: float | None = None,
+    settings: private.DPSettings,
+    prune: Pruning,
     server_optimizer: optax.GradientTransformation | None = None,
     name: str = "fed_ltp",
-    **kwargs: Any,
+    **client_options: Any,
 ) -> base.Algorithm:
     """Fed-LTP (see the module docstring).
 
     Args:
-      local_optimizer: the clients' optax transformation; its update is masked
-        (``chain(local_optimizer, apply_mask())``), so pruned weights stay zero.
+      local_optimizer: the clients' optimizer, masked (``chain(opt, apply_mask())``).
       clients_per_round: m, sampled without replacement.
       local_steps: K, DP-SGD steps per round (the accounting counts them).
-      clip_norm, noise_multiplier: C and sigma of every DP-SGD step (per-example clipping).
-      delta: delta of the reported epsilon.
-      schedule: the pruning schedule; ``validation``: its Laplace acceptance test, or None.
-      target_epsilon: stop before a round that could exceed it, or None.
-      server_optimizer: the server update of the mean client update, before the pruning;
-        default ``optax.sgd(1.0)``, ``x <- mean_i y_i``.
-      **kwargs: other arguments of :func:`~fedjax_lab.algorithms.rounds.compose`.
+      settings: C, sigma, delta and the budget of the DP-SGD steps (per-example clipping;
+        :class:`~fedjax_lab.algorithms.private.DPSettings`, its accountant unused).
+      prune: the pruning schedule and its validation (:class:`Pruning`).
+      server_optimizer: the server update before the pruning (default ``sgd(1.0)``).
+      **client_options: the other settings of the client update (``lr_decay``, ...).
     """
-    local_steps = base.check_positive_int("local_steps", local_steps)
+    local_steps = validation.check_positive_int("local_steps", local_steps)
+    rho = _round_rho(local_steps, settings.clip_norm, settings.noise_multiplier)
+    phase = local.Phase(
+        optax.chain(local_optimizer, pruning.apply_mask()),
+        steps=local_steps,
+        gradient=gradients.per_example_clipped_gradient(
+            settings.clip_norm, settings.noise_multiplier
+        ),
+    )
+    server = optax.chain(
+        server_optimizer or optax.sgd(1.0),
+        pruning.magnitude_pruning(prune.schedule, validation=prune.validation),
+    )
+    hook = zcdp_hook(
+        rho, prune.schedule, prune.validation, settings.delta, settings.target_epsilon
+    )
+    return rounds.server_round(
+        loss_fn,
+        name=name,
+        num_clients=num_clients,
+        client=client_lib.client_update(phase, **client_options),
+        cohort=clients_per_round,
+        communication=communication.sparse(communication.server_mean()),
+        server=rounds.server_rule(
+            server,
+            broadcast=lambda state: {"mask": _pruning_state(state).mask},
+            report=_pruning_metrics,
+            validates=prune.validation is not None,
+        ),
+        host_hook=hook,
+    )
+
+
+def _round_rho(local_steps: int, clip_norm: float, noise_multiplier: float) -> float:
+    """zCDP of a round's ``K`` DP-SGD steps: ``K / (2 sigma^2)`` (inf without noise)."""
     if not noise_multiplier >= 0:
         raise ValueError(f"Expected a noise multiplier sigma >= 0, got {noise_multiplier!r}.")
     if not clip_norm > 0:
         raise ValueError(f"Expected a clip norm C > 0, got {clip_norm!r}.")
-    rho = (  # sigma = 0 (no noise, for testing) has no privacy: epsilon is inf
-        local_steps * privacy.zcdp_gaussian(clip_norm, noise_multiplier * clip_norm)
-        if noise_multiplier > 0
-        else math.inf
-    )
-    return rounds.compose(
-        loss_fn,
-        name=name,
-        num_clients=num_clients,
-        phases=[
-            local.Phase(
-                optax.chain(local_optimizer, pruning.apply_mask()),
-                steps=local_steps,
-                gradient=gradients.per_example_clipped_gradient(clip_norm, noise_multiplier),
-            )
-        ],
-        cohort=clients_per_round,
-        communication=communication.server_mean(),
-        server_optimizer=optax.chain(
-            server_optimizer or optax.sgd(1.0),
-            pruning.magnitude_pruning(schedule, validation=validation),
-        ),
-        client_args=lambda server: {"mask": _pruning_state(server).mask},
-        server_metrics=_pruning_metrics,
-        sparse_messages=True,
-        host_hook=zcdp_hook(rho, schedule, validation, delta, target_epsilon),
-        **kwargs,
-    )
+    if noise_multiplier == 0:  # no noise (for testing): no privacy, epsilon is inf
+        return math.inf
+    return local_steps * privacy.zcdp_gaussian(clip_norm, noise_multiplier * clip_norm)
 
 
 def _pruning_state(server_state: Any) -> pruning.PruningState:
@@ -158,63 +167,3 @@ def _pruning_metrics(server_state: Any) -> dict[str, Any]:
         "sparsity": pruning.sparsity(state.mask, pruning.prunable(state.mask)),
         "validated": state.validated,
     }
-
-
-FIELDS = (
-    config_lib.Field("dp.clip_norm", 1.0, "C, the L2 bound of each example's gradient (DP-SGD)"),
-    config_lib.Field("dp.noise_multiplier", 1.0, "sigma: each DP-SGD step adds std sigma C / B"),
-    config_lib.Field("dp.delta", 1e-5, "delta of the reported epsilon (zCDP converted)"),
-    config_lib.Field(
-        "dp.target_epsilon", None, "stop before a round could exceed it; None = no budget", float
-    ),
-    config_lib.Field("ltp.target_sparsity", 0.8, "fraction of prunable weights finally pruned"),
-    config_lib.Field("ltp.prune_rate", 0.2, "fraction of the remaining weights cut per step"),
-    config_lib.Field("ltp.prune_every", 5, "rounds between pruning steps"),
-    config_lib.Field(
-        "ltp.validation_epsilon", 1.0, "eps_v of each Laplace-noised validation; 0 = none"
-    ),
-    config_lib.Field("ltp.validation_loss_bound", 5.0, "B: per-example losses clipped to [0, B]"),
-    config_lib.Field(
-        "ltp.validation_tolerance", 0.05, "accept a pruning step raising the loss at most this"
-    ),
-)
-
-
-def _build(c, loss_fn):
-    schedule = pruning.PruningSchedule(
-        c.ltp.target_sparsity, c.ltp.prune_rate, c.ltp.prune_every
-    ).check()
-    if c.ltp.validation_epsilon < 0:
-        raise ValueError(
-            f"Expected ltp.validation_epsilon >= 0 (0 = no validation), got "
-            f"{c.ltp.validation_epsilon!r}."
-        )
-    validation = None
-    if c.ltp.validation_epsilon > 0:
-        validation = pruning.LaplaceValidation(
-            c.ltp.validation_epsilon, c.ltp.validation_loss_bound, c.ltp.validation_tolerance
-        )
-    return fed_ltp(
-        loss_fn,
-        configured.local_sgd(c),
-        num_clients=c.num_clients,
-        clients_per_round=c.server.clients_per_round,
-        local_steps=c.local.steps,
-        clip_norm=c.dp.clip_norm,
-        noise_multiplier=c.dp.noise_multiplier,
-        delta=c.dp.delta,
-        schedule=schedule,
-        validation=validation,
-        target_epsilon=c.dp.target_epsilon,
-        server_optimizer=configured.server_optimizer(c),
-        lr_decay=c.local.lr_decay,
-        **configured.execution_kwargs(c),
-    )
-
-
-FED_LTP = base.AlgorithmSpec(
-    name="fed_ltp",
-    summary="server; magnitude pruning broadcast as a mask; clients train sparse with DP-SGD; zCDP",
-    build=_build,
-    fields=FIELDS,
-)

@@ -16,15 +16,29 @@ by default) into a shared part ``u`` and a personal part ``v_i`` that never leav
   over the shared part only).
 
 Server-based baselines, where the server keeps every client's head ``v_i`` across rounds
-(sampled or not, :class:`~fedjax_lab.algorithms.rounds.Persistent` rows) and averages the
+(sampled or not, :class:`~fedjax_lab.algorithms.client.Persistent` rows) and averages the
 bodies of the cohort:
 
 * :func:`fedper`: a client trains body and head together from ``(u, v_i)``;
 * :func:`fedrep`: a client trains its head first with the body frozen, then the body.
 
 On directed graphs, :func:`dfedpgp` runs the same phases and then pushes the shared part
-with push-sum (:func:`~fedjax_lab.algorithms.communication.push_sum`) over a
-column-stochastic ``P``, training from the de-biased ``u_i / w_i``.
+with push-sum (:func:`~fedjax_lab.algorithms.communication.push_sum`) over the round's
+column-stochastic ``P``. Client ``i`` trains from its de-biased ``z_i = x_i / w_i``, which
+moves its shared part by ``delta_i``, then pushes:
+
+.. math::
+
+  x_i \\leftarrow \\textstyle\\sum_j P_{ij} (w_j z_j + \\delta_j), \\qquad
+  w_i \\leftarrow \\textstyle\\sum_j P_{ij} w_j, \\qquad z_i = x_i / w_i.
+
+What is pushed: the update (``push="update"``, the default), as the paper's analysis does (a
+gradient push): each client's update enters the network's average with weight ``1/N``
+whatever its push-sum weight. ``push="model"`` pushes ``w_i`` times the trained model
+instead, which weighs client ``i``'s update by ``w_i``. The update exists only after
+training, so the order is train, then push. ``push="off"`` is the released code's variant:
+plain gossip (pull-averaging over the round's in-neighbours, a row-stochastic ``W`` such as
+``random_in_neighbours`` with ``k = 10``), no push-sum weights.
 
 Every client is evaluated with its own model ``(u_i, v_i)`` on its own test split.
 
@@ -40,43 +54,30 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import optax
 
-from fedjax_lab import config as config_lib
 from fedjax_lab import local
 from fedjax_lab import partition
+from fedjax_lab import validation
 from fedjax_lab.algorithms import base
+from fedjax_lab.algorithms import client as client_lib
 from fedjax_lab.algorithms import communication
-from fedjax_lab.algorithms import configured
 from fedjax_lab.algorithms import rounds
 from fedjax_lab.transforms import sharpness_aware
 
 PUSH_VARIANTS = communication.PUSHES + ("off",)  # dfedpgp's; "off" = plain gossip
 
 
-def _alternating(head_optimizer, body_optimizer, head_steps, body_steps):
-    head_steps = base.check_positive_int("head_steps", head_steps)
-    body_steps = base.check_positive_int("body_steps", body_steps)
+def alternating_phases(head_optimizer, body_optimizer, head_steps: int, body_steps: int):
+    """The head trained for ``head_steps`` with the body frozen, then the body."""
+    head_steps = validation.check_positive_int("head_steps", head_steps)
+    body_steps = validation.check_positive_int("body_steps", body_steps)
     return [
         local.Phase(head_optimizer, head_steps, trains=partition.PERSONAL),
         local.Phase(body_optimizer, body_steps, trains=partition.SHARED),
     ]
-
-
-def _composed(loss_fn: local.LossFn, labels: Any, **compose_kwargs: Any) -> base.Algorithm:
-    """``rounds.compose`` with the partition ``labels``, whose ``init`` rejects a partition
-    with an empty shared or personal part."""
-    alg = rounds.compose(loss_fn, labels=labels, **compose_kwargs)
-    init = alg.init
-
-    def checked_init(params):
-        partition.check_both_parts(labels, params)
-        return init(params)
-
-    return dataclasses.replace(alg, init=checked_init)
 
 
 def dfedalt(
@@ -87,30 +88,36 @@ def dfedalt(
     num_clients: int,
     head_steps: int,
     body_steps: int,
-    labels: partition.LabelFn | Any = partition.head_labels,
     gossip_steps: int = 1,
     order: str = "gossip_then_train",
     name: str = "dfedalt",
-    **kwargs: Any,
+    **options: Any,
 ) -> base.Algorithm:
     """DFedAlt with any head and body optimizers (see the module docstring).
 
     Args:
       head_optimizer, body_optimizer: the two phases' optax transformations.
       head_steps, body_steps: K_v and K_u; a round consumes ``K_v + K_u`` batches.
-      labels: the partition; its ``"shared"`` part is gossiped.
       gossip_steps, order: Q and the update order (the papers gossip first).
-      **kwargs: other arguments of :func:`~fedjax_lab.algorithms.rounds.compose`.
+      **options: ``labels``, the partition whose ``"shared"`` part is gossiped (default
+        the head is personal), and the settings of the client update (``transform``,
+        ``step_counts``, ``lr_decay``).
     """
-    return _composed(
+    phases = alternating_phases(head_optimizer, body_optimizer, head_steps, body_steps)
+    piece = communication.gossip(gossip_steps)
+    return _gossiped(loss_fn, phases, piece, num_clients, order, name, **options)
+
+
+def _gossiped(loss_fn, phases, piece, num_clients, order, name, *, labels=None, **client_options):
+    """The gossip round of partially personalized clients (the head personal by default)."""
+    return rounds.gossip_round(
         loss_fn,
-        labels,
         name=name,
         num_clients=num_clients,
-        phases=_alternating(head_optimizer, body_optimizer, head_steps, body_steps),
-        communication=communication.gossip(gossip_steps),
+        client=client_lib.client_update(phases, **client_options),
+        communication=piece,
         order=order,
-        **kwargs,
+        labels=partition.head_labels if labels is None else labels,
     )
 
 
@@ -137,45 +144,23 @@ def dfedpgp(
     num_clients: int,
     head_steps: int,
     body_steps: int,
-    labels: partition.LabelFn | Any = partition.head_labels,
     gossip_steps: int = 1,
     push: str = "update",
     order: str = "train_then_gossip",
     name: str = "dfedpgp",
-    **kwargs: Any,
+    **options: Any,
 ) -> base.Algorithm:
-    """DFedPGP: :func:`dfedalt`'s alternating phases, then push-sum of the shared part.
-
-    Per round, client ``i`` trains from its de-biased ``z_i = x_i / w_i``: the head ``v_i``
-    for ``K_v`` steps (body frozen), then the body for ``K_u`` steps (head frozen), which
-    moves its shared part by ``delta_i``; then it pushes
-    (:func:`~fedjax_lab.algorithms.communication.push_sum`) over the round's
-    column-stochastic ``P``:
-
-    .. math::
-
-      x_i \\leftarrow \\textstyle\\sum_j P_{ij} (w_j z_j + \\delta_j), \\qquad
-      w_i \\leftarrow \\textstyle\\sum_j P_{ij} w_j, \\qquad z_i = x_i / w_i.
-
-    What is pushed: the update (``push="update"``, the default), as the paper's analysis
-    does (a gradient push): each client's update enters the network's average with weight
-    ``1/N`` whatever its push-sum weight, so the average follows the mean update of the
-    clients. ``push="model"`` pushes ``w_i`` times the trained model instead, which weighs
-    client ``i``'s update by ``w_i``. The update exists only after training, so the order
-    is train, then push.
-
-    ``push="off"`` is the released code's variant: plain gossip (pull-averaging over the
-    round's in-neighbours, a row-stochastic ``W`` such as ``random_in_neighbours`` with
-    ``k = 10``), no push-sum weights.
+    """DFedPGP: :func:`dfedalt`'s alternating phases, then push-sum of the shared part
+    (module docstring).
 
     Args:
-      head_optimizer, body_optimizer, head_steps, body_steps, labels: as for
-        :func:`dfedalt`.
+      head_optimizer, body_optimizer, head_steps, body_steps: as for :func:`dfedalt`.
       gossip_steps: push (or gossip) steps per round.
-      push: ``"update"``, ``"model"`` or ``"off"`` (see above).
+      push: ``"update"``, ``"model"`` or ``"off"`` (the released code's pull-average).
       order: ``"train_then_gossip"``; ``"gossip_then_train"`` only with ``push`` "model"
         or "off".
-      **kwargs: other arguments of :func:`~fedjax_lab.algorithms.rounds.compose`.
+      **options: ``labels`` (the partition, default the head) and the settings of the
+        client update.
     """
     if push not in PUSH_VARIANTS:
         raise ValueError(f"Unknown push {push!r}; expected one of {PUSH_VARIANTS}.")
@@ -189,19 +174,11 @@ def dfedpgp(
         if push == "off"
         else communication.push_sum(gossip_steps, push)
     )
-    return _composed(
-        loss_fn,
-        labels,
-        name=name,
-        num_clients=num_clients,
-        phases=_alternating(head_optimizer, body_optimizer, head_steps, body_steps),
-        communication=piece,
-        order=order,
-        **kwargs,
-    )
+    phases = alternating_phases(head_optimizer, body_optimizer, head_steps, body_steps)
+    return _gossiped(loss_fn, phases, piece, num_clients, order, name, **options)
 
 
-def personal_heads(labels: partition.LabelFn | Any) -> rounds.Persistent:
+def personal_heads(labels: partition.LabelFn | Any) -> client_lib.Persistent:
     """Each client's personal part, kept by the server: the received model's, at first; a
     client starts from the received shared part and its own personal part."""
 
@@ -211,24 +188,26 @@ def personal_heads(labels: partition.LabelFn | Any) -> rounds.Persistent:
     def shared(params):
         return partition.select(params, partition.mask(labels, params, partition.SHARED))
 
-    return rounds.Persistent(
+    return client_lib.Persistent(
         init=personal,
         optimizer_args=lambda row, start: {},
-        update=lambda row, start, trained, sent: personal(trained),
+        update=lambda row, out, context: personal(out.trained),
         start=lambda row, received: partition.merge(shared(received), row),
     )
 
 
-def _server_personalized(loss_fn, phases, labels, *, clients_per_round, **kw):
+def _server_personalized(loss_fn, phases, labels, *, num_clients, clients_per_round, name, **kw):
     """The server's mean of the shared parts, every client's head kept by the server."""
-    return _composed(
+    server = rounds.server_rule(kw.pop("server_optimizer", None))
+    client = client_lib.client_update(phases, persistent=personal_heads(labels), **kw)
+    return rounds.server_round(
         loss_fn,
-        labels,
-        phases=phases,
+        name=name,
+        num_clients=num_clients,
+        client=client,
         cohort=clients_per_round,
-        communication=communication.server_mean(),
-        persistent=personal_heads(labels),
-        **kw,
+        server=server,
+        labels=labels,
     )
 
 
@@ -240,9 +219,12 @@ def fedper(
     clients_per_round: int,
     labels: partition.LabelFn | Any = partition.head_labels,
     name: str = "fedper",
-    **kwargs: Any,
+    **client_options: Any,
 ) -> base.Algorithm:
-    """FedPer: FedAvg of the shared part; each client's head stays its own (see above)."""
+    """FedPer: FedAvg of the shared part; each client's head stays its own (see above).
+
+    ``client_options``: ``server_optimizer`` (default ``optax.sgd(1.0)``) and the settings of
+    the client update (``step_counts``, ``lr_decay``)."""
     return _server_personalized(
         loss_fn,
         [local.Phase(local_optimizer)],
@@ -250,7 +232,7 @@ def fedper(
         num_clients=num_clients,
         clients_per_round=clients_per_round,
         name=name,
-        **kwargs,
+        **client_options,
     )
 
 
@@ -265,130 +247,17 @@ def fedrep(
     body_steps: int,
     labels: partition.LabelFn | Any = partition.head_labels,
     name: str = "fedrep",
-    **kwargs: Any,
+    **client_options: Any,
 ) -> base.Algorithm:
-    """FedRep: the head trained first (body frozen), then the body; bodies averaged."""
+    """FedRep: the head trained first (body frozen), then the body; bodies averaged.
+
+    ``client_options``: as for :func:`fedper`."""
     return _server_personalized(
         loss_fn,
-        _alternating(head_optimizer, body_optimizer, head_steps, body_steps),
+        alternating_phases(head_optimizer, body_optimizer, head_steps, body_steps),
         labels,
         num_clients=num_clients,
         clients_per_round=clients_per_round,
         name=name,
-        **kwargs,
+        **client_options,
     )
-
-
-FIELDS = (
-    config_lib.Field(
-        "personal.layers", "head", "the personal top-level layers, comma-separated ('head')"
-    ),
-    config_lib.Field("personal.head_steps", 5, "K_v: steps on the personal part per round"),
-    config_lib.Field("personal.body_steps", 5, "K_u: steps on the shared part per round"),
-    config_lib.Field("personal.head_learning_rate", 0.1, "step size of the personal phase"),
-    config_lib.Field("personal.body_learning_rate", 0.1, "step size of the shared phase"),
-)
-PUSH_FIELD = config_lib.Field(
-    "personal.push",
-    "update",
-    "push-sum of the update or of the model, or off (the released code's pull-average over "
-    "a row-stochastic topology)",
-)
-
-
-def _labels(c):
-    names = [n.strip() for n in c.personal.layers.split(",") if n.strip()]
-    return partition.personal_layers(names)
-
-
-def _phase_optimizers(c):
-    for key in ("head_learning_rate", "body_learning_rate"):
-        if not c.personal[key] > 0:
-            raise ValueError(f"Expected personal.{key} > 0, got {c.personal[key]!r}.")
-    return optax.sgd(c.personal.head_learning_rate), optax.sgd(c.personal.body_learning_rate)
-
-
-def _steps(c):
-    return {"head_steps": c.personal.head_steps, "body_steps": c.personal.body_steps}
-
-
-def _build_dfedalt(c, loss_fn):
-    head, body = _phase_optimizers(c)
-    return dfedalt(
-        loss_fn, head, body, labels=_labels(c), **_steps(c), **configured.decentralized_kwargs(c)
-    )
-
-
-def _build_dfedsalt(c, loss_fn):
-    head, _ = _phase_optimizers(c)
-    return dfedsalt(
-        loss_fn,
-        head,
-        body_learning_rate=c.personal.body_learning_rate,
-        rho=c.sam.rho,
-        labels=_labels(c),
-        **_steps(c),
-        **configured.decentralized_kwargs(c),
-    )
-
-
-def _build_dfedpgp(c, loss_fn):
-    head, body = _phase_optimizers(c)
-    return dfedpgp(
-        loss_fn,
-        head,
-        body,
-        labels=_labels(c),
-        push=c.personal.push,
-        **_steps(c),
-        **configured.decentralized_kwargs(c),
-    )
-
-
-def _build_fedper(c, loss_fn):
-    return fedper(
-        loss_fn, configured.local_sgd(c), labels=_labels(c), **configured.server_kwargs(c)
-    )
-
-
-def _build_fedrep(c, loss_fn):
-    head, body = _phase_optimizers(c)
-    return fedrep(
-        loss_fn, head, body, labels=_labels(c), **_steps(c), **configured.server_kwargs(c)
-    )
-
-
-_DECENTRALIZED_DEFAULTS = {"communication.order": "gossip_then_train"}
-DFEDALT = base.AlgorithmSpec(
-    name="dfedalt",
-    summary="decentralized; the shared part gossiped, then head then body trained",
-    build=_build_dfedalt,
-    fields=FIELDS,
-    defaults=_DECENTRALIZED_DEFAULTS,
-)
-DFEDSALT = base.AlgorithmSpec(
-    name="dfedsalt",
-    summary="dfedalt with SAM on the shared part in the body phase",
-    build=_build_dfedsalt,
-    fields=FIELDS,
-    defaults=_DECENTRALIZED_DEFAULTS,
-)
-DFEDPGP = base.AlgorithmSpec(
-    name="dfedpgp",
-    summary="dfedalt's phases with push-sum of the shared part over directed graphs",
-    build=_build_dfedpgp,
-    fields=FIELDS + (PUSH_FIELD,),
-    defaults={"communication.topology": "random_out_neighbours"},
-)
-FEDPER = base.AlgorithmSpec(
-    name="fedper",
-    summary="server; bodies averaged, every client's head kept by the server",
-    build=_build_fedper,
-    fields=FIELDS,
-)
-FEDREP = base.AlgorithmSpec(
-    name="fedrep",
-    summary="fedper training the head first (body frozen), then the body",
-    build=_build_fedrep,
-    fields=FIELDS,
-)

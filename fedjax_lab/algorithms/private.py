@@ -45,19 +45,19 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import optax
 
-from fedjax_lab import config as config_lib
 from fedjax_lab import local
 from fedjax_lab import privacy
 from fedjax_lab.algorithms import base
+from fedjax_lab.algorithms import client as client_lib
+from fedjax_lab.algorithms import cohorts
 from fedjax_lab.algorithms import communication
-from fedjax_lab.algorithms import configured
-from fedjax_lab.algorithms.decentralized import decentralized
 from fedjax_lab.algorithms import rounds
+from fedjax_lab.algorithms.decentralized import decentralized
 from fedjax_lab.transforms import dp
 
 
@@ -153,63 +153,79 @@ def privatizer(
     return optax.chain(*pieces)
 
 
+class DPSettings(NamedTuple):
+    """The client-level DP mechanism of a run.
+
+    Attributes:
+      clip_norm, noise_multiplier, delta: C, sigma and the delta of the reported epsilon.
+      accountant: ``"rdp"`` or ``"pld"`` (Poisson sampling only).
+      per_tensor_clip: clip each tensor to C (the released code's variant) instead of the
+        whole update; the noise then scales with the sensitivity ``C sqrt(L)``.
+      target_epsilon: stop before the round that would exceed this epsilon, or None.
+    """
+
+    clip_norm: float
+    noise_multiplier: float
+    delta: float
+    accountant: str = "rdp"
+    per_tensor_clip: bool = False
+    target_epsilon: float | None = None
+
+    def hook(self, mechanism: privacy.Mechanism) -> base.HostHook:
+        """The host hook reporting epsilon of ``mechanism`` (and stopping at the budget)."""
+        epsilon = accountant_epsilon(mechanism, self.delta, self.accountant)
+        return epsilon_hook(epsilon, self.target_epsilon)
+
+
 def dp_fedavg(
     loss_fn: local.LossFn,
     local_optimizer: optax.GradientTransformation,
     *,
     num_clients: int,
     clients_per_round: int,
-    clip_norm: float,
-    noise_multiplier: float,
-    delta: float,
+    settings: DPSettings,
     sampling: str = "poisson",
-    accountant: str = "rdp",
     top_k: float | None = None,
-    per_tensor_clip: bool = False,
-    target_epsilon: float | None = None,
     server_optimizer: optax.GradientTransformation | None = None,
     name: str = "dp_fedavg",
-    **kwargs: Any,
+    **client_options: Any,
 ) -> base.Algorithm:
     """DP-FedAvg with any local optimizer (see the module docstring).
 
     Args:
       clients_per_round: m, the expected (Poisson) or exact (fixed) cohort size; q = m / N.
-      clip_norm, noise_multiplier, delta: C, sigma and the delta of the reported epsilon.
+      settings: the mechanism (:class:`DPSettings`).
       sampling: ``"poisson"`` (default) or ``"fixed"``.
-      accountant: ``"rdp"`` or ``"pld"`` (Poisson only).
       top_k: keep this fraction of the update's coordinates (DP-FedSAM-top_k), or None;
         each client then sends its k kept coordinates as (value, index) pairs.
-      per_tensor_clip: clip each tensor to C (the released code's variant) instead of the
-        whole update; the noise then scales with the sensitivity ``C sqrt(L)``.
-      target_epsilon: stop before the round that would exceed this epsilon, or None.
-      **kwargs: other arguments of :func:`~fedjax_lab.algorithms.rounds.compose`.
+      **client_options: the other settings of the client update (``step_counts``,
+        ``lr_decay``).
     """
-    mechanism = privacy.Mechanism(noise_multiplier, num_clients, clients_per_round, sampling)
+    s = settings
+    mechanism = privacy.Mechanism(s.noise_multiplier, num_clients, clients_per_round, sampling)
     server = server_optimizer or optax.sgd(1.0)
     if sampling == "poisson":
-        cohort = rounds.poisson_cohort(num_clients, clients_per_round / num_clients)
+        cohort = cohorts.poisson_cohort(num_clients, clients_per_round / num_clients)
         # The clients split sigma C over the cohort; an empty one gets it from the server.
         split_over = None
-        empty = dp.noise_std(noise_multiplier, clip_norm, 1) / clients_per_round
+        empty = dp.noise_std(s.noise_multiplier, s.clip_norm, 1) / clients_per_round
         server = optax.chain(dp.empty_cohort_noise(empty), server)
     else:
-        cohort = rounds.fixed_cohort(num_clients, clients_per_round)
+        cohort = cohorts.fixed_cohort(num_clients, clients_per_round)
         split_over = clients_per_round
-    return rounds.compose(
+    transform = privatizer(s.clip_norm, s.noise_multiplier, split_over, top_k, s.per_tensor_clip)
+    piece = communication.server_mean(denominator=clients_per_round)
+    return rounds.server_round(
         loss_fn,
         name=name,
         num_clients=num_clients,
-        phases=[local.Phase(local_optimizer)],
-        cohort=cohort,
-        communication=communication.server_mean(denominator=clients_per_round),
-        update_transform=privatizer(
-            clip_norm, noise_multiplier, split_over, top_k, per_tensor_clip
+        client=client_lib.client_update(
+            local.Phase(local_optimizer), transform=transform, **client_options
         ),
-        server_optimizer=server,
-        host_hook=epsilon_hook(accountant_epsilon(mechanism, delta, accountant), target_epsilon),
-        sparse_messages=top_k is not None,
-        **kwargs,
+        cohort=cohort,
+        communication=piece if top_k is None else communication.sparse(piece),
+        server=rounds.server_rule(server),
+        host_hook=s.hook(mechanism),
     )
 
 
@@ -218,105 +234,23 @@ def dp_dfedsam(
     local_optimizer: optax.GradientTransformation,
     *,
     num_clients: int,
-    clip_norm: float,
-    noise_multiplier: float,
-    delta: float,
-    accountant: str = "rdp",
-    per_tensor_clip: bool = False,
-    target_epsilon: float | None = None,
+    settings: DPSettings,
     name: str = "dp_dfedsam",
     **kwargs: Any,
 ) -> base.Algorithm:
-    """Decentralized training where each client privatizes its update before gossip."""
-    mechanism = privacy.Mechanism(noise_multiplier, num_clients, num_clients, "poisson")
+    """Decentralized training where each client privatizes its update before gossip.
+
+    ``kwargs``: the other arguments of
+    :func:`~fedjax_lab.algorithms.decentralized.decentralized`.
+    """
+    s = settings
+    mechanism = privacy.Mechanism(s.noise_multiplier, num_clients, num_clients, "poisson")
     return decentralized(
         loss_fn,
         local_optimizer,
         num_clients=num_clients,
-        update_transform=privatizer(clip_norm, noise_multiplier, 1, None, per_tensor_clip),
-        host_hook=epsilon_hook(accountant_epsilon(mechanism, delta, accountant), target_epsilon),
+        transform=privatizer(s.clip_norm, s.noise_multiplier, 1, None, s.per_tensor_clip),
+        host_hook=s.hook(mechanism),
         name=name,
         **kwargs,
     )
-
-
-FIELDS = (
-    config_lib.Field("dp.clip_norm", 0.2, "C, the L2 bound of each client's update"),
-    config_lib.Field("dp.noise_multiplier", 0.95, "sigma: the cohort mean gets std sigma C / m"),
-    config_lib.Field("dp.delta", 5e-3, "delta of the reported epsilon"),
-    config_lib.Field(
-        "dp.target_epsilon", None, "stop before a round would exceed it; None = no budget", float
-    ),
-    config_lib.Field("dp.sampling", "poisson", "poisson (q = m / N per client) or fixed (m of N)"),
-    config_lib.Field("dp.accountant", "rdp", "rdp or pld (Poisson sampling only)"),
-    config_lib.Field("dp.topk_fraction", 0.5, "dp_fedsam_topk: fraction p of coordinates kept"),
-    config_lib.Field(
-        "dp.per_tensor_clip", False, "clip each tensor to C (noise scaled by sqrt(tensors))"
-    ),
-)
-
-
-def _dp_kwargs(c) -> dict[str, Any]:
-    return dict(
-        clip_norm=c.dp.clip_norm,
-        noise_multiplier=c.dp.noise_multiplier,
-        delta=c.dp.delta,
-        accountant=c.dp.accountant,
-        per_tensor_clip=c.dp.per_tensor_clip,
-        target_epsilon=c.dp.target_epsilon,
-    )
-
-
-def _server_builder(name: str, local_optimizer, top_k: bool = False):
-    def build(c, loss_fn):
-        return dp_fedavg(
-            loss_fn,
-            local_optimizer(c),
-            name=name,
-            sampling=c.dp.sampling,
-            top_k=c.dp.topk_fraction if top_k else None,
-            **_dp_kwargs(c),
-            **configured.server_kwargs(c),
-        )
-
-    return build
-
-
-def _build_dp_dfedsam(c, loss_fn):
-    return dp_dfedsam(
-        loss_fn,
-        configured.local_sam_sgd(c),
-        name="dp_dfedsam",
-        **_dp_kwargs(c),
-        **configured.decentralized_kwargs(c),
-    )
-
-
-_DP_DEFAULTS = {"sam.rho": 0.5}  # the released DP-FedSAM code's radius
-DP_FEDAVG = base.AlgorithmSpec(
-    name="dp_fedavg",
-    summary="server, Poisson-sampled; local SGD; clipped, noised updates; epsilon reported",
-    build=_server_builder("dp_fedavg", configured.local_sgd),
-    fields=FIELDS,
-)
-DP_FEDSAM = base.AlgorithmSpec(
-    name="dp_fedsam",
-    summary="dp_fedavg with local SAM + SGD",
-    build=_server_builder("dp_fedsam", configured.local_sam_sgd),
-    fields=FIELDS,
-    defaults=_DP_DEFAULTS,
-)
-DP_FEDSAM_TOPK = base.AlgorithmSpec(
-    name="dp_fedsam_topk",
-    summary="dp_fedsam sending the top-k coordinates of each update (noise on them only)",
-    build=_server_builder("dp_fedsam_topk", configured.local_sam_sgd, top_k=True),
-    fields=FIELDS,
-    defaults=_DP_DEFAULTS,
-)
-DP_DFEDSAM = base.AlgorithmSpec(
-    name="dp_dfedsam",
-    summary="decentralized DFedSAM; each client privatizes its update before gossip",
-    build=_build_dp_dfedsam,
-    fields=FIELDS,
-    defaults=_DP_DEFAULTS,
-)

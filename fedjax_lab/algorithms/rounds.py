@@ -1,38 +1,18 @@
-"""A federated round composed of named pieces.
+"""The two round skeletons: a server round and a gossip round, sharing one client update.
 
-:func:`compose` builds an :class:`~fedjax_lab.algorithms.base.Algorithm` from
+Both are built from values, each owning what is specific to it:
 
-* a **client update**: the local :class:`~fedjax_lab.local.Phase` s every client runs
-  (each with its optimizer, step count, trained part and gradient hook), with optional
-  :class:`Persistent` per-client state (rows ``[N, ...]`` in ``State.clients``; the cohort's
-  rows are gathered before training and scattered back after) and optional per-client step
-  counts (:func:`fixed_step_counts`, :func:`uniform_step_counts`);
-* an **update transform**: an optax transformation applied to each client's update
-  ``delta_i = y_i - x_i`` (the shared part) before it leaves the client, with the client's
-  key from the privacy stream, ``key=fold_in(privacy, i)``, and the number of clients
-  taking part, ``cohort_size`` (clipping, noise, sparsification);
-  without one, a client sends its model as it is;
-* a **communication** piece (:mod:`fedjax_lab.algorithms.communication`): the server mean,
-  gossip or push-sum, applied to the shared part of the parameters only (``labels``, a partition of
+* a :class:`~fedjax_lab.algorithms.client.ClientUpdate`: the local phases, an optional
+  update transform, persistent per-client state, step counts and the learning-rate decay;
+* a :class:`~fedjax_lab.algorithms.communication.Communication`: what a client sends, how
+  it is counted and how the messages are combined (server mean, encoded messages, gossip,
+  push-sum), on the shared part of the parameters only (``labels``, a partition of
   :mod:`fedjax_lab.partition`); the personal part never leaves the client;
-* a **server update** (server-based algorithms): an optax transformation of the
-  pseudo-gradient ``x - mean_i(x + s_i)``, its state in ``State.server``:
-  ``optax.sgd(eta_g)`` is FedAvg's ``x <- x + eta_g mean_i delta_i``, ``optax.adam`` FedAdam.
-  It receives the keyword arguments ``client_state`` (the population's persistent state
-  after this round), so a server rule may read every client's state (FedSpeed does),
-  ``cohort_size``, ``key`` (the round's server stream) and ``validation_losses``
-  (``params -> (losses, weights)``, the per-example losses of a candidate model on every
-  cohort slot's first batch, flattened, with 0/1 weights for the slots that take part), so
-  a server rule may validate what it makes (Fed-LTP's pruning does). Values the server keeps in its state
-  can be broadcast to the clients' optimizers (``client_args``: a pruning mask) and
-  reported (``server_metrics``).
-* **messages**: dense models (``models_sent``), or with ``sparse_messages`` the nonzero
-  coordinates of each update as (value, int32 index) pairs (``coordinates_sent``), or
-  with ``messages`` (:class:`Messages`, server-based only) whatever the client's local
-  optimizers recorded (``messages_sent``): FedKSeed's (seed, scalar) pairs, which the
-  server decodes into the mean update and broadcasts, in ``State.communication``, so every
-  client rebuilds the new model from them. Traffic inside local steps (split learning's
-  activations at the cut) is declared with ``step_messages``.
+* for the server round, a :class:`ServerRule`: an optax transformation of the
+  pseudo-gradient ``x - mean_i(x + s_i)`` (``optax.sgd(eta_g)`` is FedAvg's
+  ``x <- x + eta_g mean_i delta_i``, ``optax.adam`` FedAdam), what the server broadcasts to
+  the clients' optimizers, what it reports, and whether it validates what it makes on the
+  cohort's data; and a :class:`~fedjax_lab.algorithms.cohorts.Cohort`.
 
 Per round, with ``S`` the cohort and ``T`` the update transform:
 
@@ -42,15 +22,17 @@ Per round, with ``S`` the cohort and ``T`` the update transform:
   \\text{server: } x \\leftarrow x + \\mathrm{ServerOpt}(-\\tfrac{1}{m}\\textstyle\\sum_{i \\in S} s_i),
   \\qquad \\text{gossip: } x_i \\leftarrow \\sum_j (W^Q)_{ij} (x_j + s_j),
 
-where a server-based client starts from ``x_i = x``. ``order="gossip_then_train"`` (the
-decentralized family only) mixes the previous round's models first, then trains.
+where a server client starts from ``x_i = x``; without a transform a client sends its
+model. The gossip round with ``order="gossip_then_train"`` mixes the previous round's models
+first, then trains. How the clients are mapped is not part of the algorithm: ``round``
+takes an :class:`~fedjax_lab.clients.Execution` (vmap by default).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,484 +42,389 @@ from fedjax_lab import clients
 from fedjax_lab import gradients
 from fedjax_lab import local
 from fedjax_lab import partition
+from fedjax_lab import validation
 from fedjax_lab.algorithms import base
+from fedjax_lab.algorithms import client as client_lib
+from fedjax_lab.algorithms import cohorts
 from fedjax_lab.algorithms import communication as comm_lib
 from fedjax_lab.randomness import Stream
 from fedjax_lab.randomness import stream
 
 ORDERS = ("train_then_gossip", "gossip_then_train")
-INDEX_BYTES = 4  # a sparse message's int32 coordinate index
-
-StepCounts = Callable[[jax.Array, jax.Array], jax.Array]  # (key, client ids) -> int32[m]
 
 
-class Persistent(NamedTuple):
-    """Per-client state kept across rounds, for every client (sampled or not).
+class ServerRule(NamedTuple):
+    """What the server does with the cohort's mean (build it with :func:`server_rule`).
 
     Attributes:
-      init: ``params -> row``, one client's initial state from the initial model.
-      optimizer_args: ``(row, start) -> dict``, extra keyword arguments for the client's
-        local optimizer this round (``start`` is the model the client starts from).
-      update: ``(row, start, trained, sent) -> row``, the row after the round, from the
-        model the client started from, the model it trained and the update it sent.
-      start: optional ``(row, received) -> params``, the model the client trains from and
-        is evaluated with, from its row and the model it received (FedPer's global body
-        with the client's own head); None: the received model.
+      optimizer: an optax transformation of the pseudo-gradient, its state in
+        ``State.server``. It receives the keyword arguments ``client_state`` (the
+        population's persistent state after this round: FedSpeed reads every client's),
+        ``cohort_size`` and ``key`` (the round's server stream), and with ``validates``
+        ``validation_losses``: ``params -> (losses, weights)``, the per-example losses of a
+        candidate model on every cohort slot's first batch, flattened, with 0/1 weights
+        for the slots that take part (Fed-LTP's pruning validates what it makes).
+      broadcast: ``server state -> dict``, keyword arguments of every client's local
+        optimizers this round (what the server sends with the model: a pruning mask), or None.
+      report: ``server state after the round -> dict`` of scalar metrics, or None.
+      validates: whether ``optimizer`` takes ``validation_losses``.
     """
 
-    init: Callable[[Any], Any]
-    optimizer_args: Callable[[Any, Any], dict[str, Any]]
-    update: Callable[[Any, Any, Any, Any], Any]
-    start: Callable[[Any, Any], Any] | None = None
+    optimizer: optax.GradientTransformationExtraArgs
+    broadcast: Callable[[Any], dict[str, Any]] | None = None
+    report: Callable[[Any], dict[str, jax.Array]] | None = None
+    validates: bool = False
 
 
-def fixed_step_counts(counts: Any) -> StepCounts:
-    """Client ``i`` runs ``counts[i]`` local steps (per phase) every round."""
-    counts = jnp.asarray(counts, jnp.int32)
-    if counts.ndim != 1 or bool(jnp.any(counts < 1)):
-        raise ValueError(f"Expected a 1-D array of step counts >= 1, got {counts!r}.")
-    return lambda key, ids: counts[ids]
+def server_rule(
+    optimizer: optax.GradientTransformation | None = None,
+    *,
+    broadcast: Callable[[Any], dict[str, Any]] | None = None,
+    report: Callable[[Any], dict[str, jax.Array]] | None = None,
+    validates: bool = False,
+) -> ServerRule:
+    """A :class:`ServerRule`; the default optimizer ``optax.sgd(1.0)`` is FedAvg's."""
+    optimizer = optax.with_extra_args_support(optimizer or optax.sgd(1.0))
+    return ServerRule(optimizer, broadcast, report, bool(validates))
 
 
-def uniform_step_counts(low: int, high: int) -> StepCounts:
-    """Each round, every client draws its step count uniformly from ``[low, high]``."""
-    low = base.check_positive_int("low", low)
-    high = base.check_positive_int("high", high)
-    if low > high:
-        raise ValueError(f"Expected low <= high step counts, got {low} > {high}.")
-    return lambda key, ids: jax.vmap(
-        lambda i: jax.random.randint(jax.random.fold_in(key, i), (), low, high + 1)
-    )(ids).astype(jnp.int32)
+def _check_parts(labels: Any, params: Any) -> None:
+    """A partition given explicitly must leave both parts non-empty."""
+    if labels is not partition.everything_shared:
+        partition.check_both_parts(labels, params)
 
 
-class Messages(NamedTuple):
-    """What a client sends instead of its model or update, and how the server decodes it.
+@dataclasses.dataclass(frozen=True)
+class _Round:
+    """What both skeletons hold: the loss, the population, the client update, the
+    communication piece and the partition."""
 
-    Attributes:
-      encode: ``(local optimizer states, start, trained) -> message``, a pytree of arrays
-        from the final states of the client's phases (a tuple, one per phase), the model it
-        started from and the model it trained.
-      decode: ``(messages, weights, start, step_scale) -> update``: the mean update of the
-        shared part from every slot's message (leaves ``[m, ...]``), the slots' weights
-        ``[m]`` (``1 / |S|`` for the clients that take part, 0 for the others), the shared
-        part of the model the clients started from, and the round's step multiplier
-        (``lr_decay ** round``). The new model is ``start + ServerOpt(update)``; with the
-        default server update it is ``start + update``.
-    """
+    loss_fn: local.LossFn
+    name: str
+    num_clients: int
+    client: client_lib.ClientUpdate
+    communication: comm_lib.Communication
+    labels: Any
 
-    encode: Callable[[tuple, Any, Any], Any]
-    decode: Callable[[Any, jax.Array, Any, jax.Array], Any]
+    def keep(self, params: Any) -> Any:
+        """The boolean mask of the shared (communicated) part of one model."""
+        return partition.mask(self.labels, params, partition.SHARED)
+
+    def context(self, state, one_model, cohort_size, broadcast, execution):
+        """What every client of the round shares (a
+        :class:`~fedjax_lab.algorithms.client.RoundContext`)."""
+        return client_lib.RoundContext(
+            labels=partition.resolve(self.labels, one_model),
+            keep=self.keep(one_model),
+            scale=base.round_step_scale(state.round, self.client.lr_decay),
+            broadcast=broadcast,
+            cohort_size=cohort_size,
+            unroll=execution.unroll,
+        )
+
+    def run_clients(
+        self, key, ids, rows, batches, context, execution, *, start, mapped, active=None
+    ):
+        """Every slot's client round, mapped with ``execution``: the personal part of each
+        trained model, each message, the rows, losses and step masks. ``start`` is every
+        client's own model (``mapped``) or the one they all receive."""
+        counts = None
+        if self.client.step_counts is not None:
+            counts = self.client.step_counts(stream(key, Stream.STEPS), ids)
+        train_keys = clients.client_keys(stream(key, Stream.TRAIN), ids)
+        privacy_keys = clients.client_keys(stream(key, Stream.PRIVACY), ids)
+        personal = jax.tree.map(lambda k: not k, context.keep)
+
+        def one(start, row, batch, train_key, privacy_key, count):
+            out = client_lib.run(
+                self.client, self.loss_fn, start, row, batch, train_key, privacy_key, count, context
+            )
+            personal_part = partition.select(out.trained, personal)
+            return personal_part, self.message(out), out.row, out.losses, out.active
+
+        per_client = (rows, batches, train_keys, privacy_keys, counts)
+        if mapped:
+            return execution.map(one, start, *per_client, active=active)
+        return execution.map(functools.partial(one, start), *per_client, active=active)
+
+    def metrics(self, losses, active, joined, counts, varies):
+        """``train_loss`` over the steps that ran, the message counts and the step traffic."""
+        ran = active if joined is None else active & joined[:, None]
+        partial = varies or self.client.step_counts is not None
+        out = {"train_loss": _mean_active_loss(losses, ran) if partial else jnp.mean(losses)}
+        out.update(counts)
+        out.update(comm_lib.step_counts(self.communication, jnp.sum(ran)))
+        return out
+
+    def message_bytes(self, params: Any) -> dict[str, int]:
+        shared = partition.select(params, self.keep(params))
+        return self.communication.message_bytes(shared, self.message_shapes(params))
+
+    def message_shapes(self, params: Any) -> Any:
+        if self.communication.encode is None:
+            return None
+        encode = self.communication.encode
+        return client_lib.message_shapes(self.client, encode, params, self.labels)
+
+    def algorithm(self, cohort: cohorts.Cohort, host_hook, **fields) -> base.Algorithm:
+        return base.Algorithm(
+            name=self.name,
+            num_clients=self.num_clients,
+            participants=cohort,
+            init=self.init,
+            round=self.round,
+            client_params=self.client_params,
+            message_bytes=self.message_bytes,
+            client_axes=self.client_axes,
+            local_steps=self.client.steps,
+            host_hook=host_hook,
+            labels=None if self.labels is partition.everything_shared else self.labels,
+            **fields,
+        )
+
+    def rows(self, params: Any) -> Any:
+        """Every client's initial persistent row, stacked (``()`` without persistent state)."""
+        persistent = self.client.persistent
+        rows = () if persistent is None else persistent.init(params)
+        return clients.broadcast_to_clients(rows, self.num_clients)
 
 
-class Broadcast(NamedTuple):
-    """The last round's decoded messages, as every client receives them (``State.communication``
-    of an algorithm with :class:`Messages`): ``decode(messages, weights, start, step_scale)``
-    on the previous model rebuilds the new one."""
+@dataclasses.dataclass(frozen=True)
+class _ServerRound(_Round):
+    cohort: cohorts.Cohort
+    server: ServerRule
 
-    messages: Any
-    weights: jax.Array
-    step_scale: jax.Array
+    @property
+    def sends_update(self) -> bool:
+        return self.client.transform is not None or self.communication.encode is not None
+
+    def message(self, out: client_lib.ClientOutput) -> Any:
+        if self.communication.encode is not None:
+            return self.communication.encode(out)
+        if self.sends_update:
+            return out.update
+        return partition.select(out.trained, self.keep(out.trained))
+
+    def init(self, params: Any) -> base.State:
+        _check_parts(self.labels, params)
+        return base.State(
+            params=params,
+            round=jnp.zeros((), jnp.int32),
+            server=self.server.optimizer.init(partition.select(params, self.keep(params))),
+            clients=self.rows(params),
+            communication=self.communication.init(
+                self.num_clients, self.cohort.slots, self.message_shapes(params)
+            ),
+        )
+
+    def round(self, state, mixing, batches, key, execution=clients.VMAP):
+        self.communication.check_mixing(mixing, self.num_clients, self.name)
+        base.check_batches(batches, self.cohort.slots, self.client.steps)
+        ids, joined = self.cohort.sample(key)
+        cohort_size = jnp.sum(joined).astype(jnp.int32)
+        server = self.server
+        broadcast = server.broadcast(state.server) if server.broadcast else {}
+        context = self.context(state, state.params, cohort_size, broadcast, execution)
+        everyone = self.cohort.slots == self.num_clients and not self.cohort.varies
+        rows = state.clients if everyone else clients.gather(state.clients, ids)
+        padded = joined if self.cohort.varies else None
+        _, sent, new_rows, losses, active = self.run_clients(
+            key, ids, rows, batches, context, execution, start=state.params, mapped=False,
+            active=padded,
+        )
+        if self.cohort.varies:  # the padding slots keep their rows
+            new_rows = jax.tree.map(lambda n, o: _where_clients(joined, n, o), new_rows, rows)
+        new_clients = new_rows if everyone else clients.scatter(state.clients, ids, new_rows)
+        x, personal = partition.split(state.params, context.keep)
+        mean, comm_state, counts = self.communication.combine(
+            state.communication, mixing, sent, joined=padded, start=x, scale=context.scale
+        )
+        # The pseudo-gradient x - mean_i(x + s_i): -mean(s), or -(mean(y) - x).
+        update = mean if self.sends_update else jax.tree.map(jnp.subtract, mean, x)
+        extra = dict(
+            client_state=new_clients, cohort_size=cohort_size, key=stream(key, Stream.SERVER)
+        )
+        if server.validates:
+            extra["validation_losses"] = functools.partial(
+                _validation_losses, self.loss_fn, personal, batches, joined
+            )
+        pseudo_grad = jax.tree.map(jnp.negative, update)
+        updates, new_server = server.optimizer.update(pseudo_grad, state.server, x, **extra)
+        metrics = self.metrics(losses, active, joined, counts, self.cohort.varies)
+        if self.cohort.varies:
+            metrics["cohort_size"] = cohort_size
+        if server.report is not None:
+            metrics.update(server.report(new_server))
+        new_params = partition.merge(optax.apply_updates(x, updates), personal)
+        return base.State(new_params, state.round + 1, new_server, new_clients, comm_state), metrics
+
+    def client_params(self, state: base.State) -> Any:
+        persistent = self.client.persistent
+        if persistent is not None and persistent.start is not None:
+            return jax.vmap(persistent.start, in_axes=(0, None))(state.clients, state.params)
+        return clients.broadcast_to_clients(state.params, self.num_clients)
+
+    def client_axes(self, state: base.State) -> base.State:
+        return _client_axes(state, params=False, communication=self.communication.client_axis)
 
 
-class Cohort(NamedTuple):
-    """Which clients take part in a round, in a static number of slots.
-
-    Attributes:
-      slots: the static number of client slots per round (batches are sampled for each).
-      expected: the expected number of clients taking part.
-      sample: ``key -> (ids int32[slots], active bool[slots])``; ids are distinct, and the
-        slots that are not active hold clients that do not take part (their work is
-        discarded: no update, no persistent-state change, no message).
-      varies: whether some slots can be inactive (the cohort size varies).
-    """
-
-    slots: int
-    expected: float
-    sample: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
-    varies: bool = False
-
-
-def fixed_cohort(num_clients: int, cohort_size: int) -> Cohort:
-    """m distinct clients, uniformly without replacement, sorted (the cohort stream)."""
-    m = base.check_positive_int("clients_per_round", cohort_size)
-    if m > num_clients:
-        raise ValueError(f"Expected clients_per_round <= num_clients={num_clients}, got {m}.")
-
-    def sample(key):
-        ids = jax.random.choice(stream(key, Stream.COHORT), num_clients, (m,), replace=False)
-        return jnp.sort(ids).astype(jnp.int32), jnp.ones((m,), bool)
-
-    return Cohort(m, float(m), sample)
-
-
-def poisson_cohort(num_clients: int, probability: float, slots: int | None = None) -> Cohort:
-    """Every client joins independently with probability q (Poisson sampling).
-
-    The cohort size varies; it is padded to ``slots`` (default ``qN + 6 sqrt(qN(1 - q))``,
-    rounded up, at most N) with clients that do not take part, marked inactive. The
-    probability that more than ``slots`` clients join is then below 1e-9 (those beyond the
-    slots would be left out). A round reports the size of the cohort it trained
-    (``cohort_size``).
-    """
-    if not 0 < probability <= 1:
-        raise ValueError(f"Expected a sampling probability q in (0, 1], got {probability!r}.")
-    mean = probability * num_clients
-    if slots is None:
-        slots = math.ceil(mean + 6 * math.sqrt(mean * (1 - probability)))
-    slots = min(base.check_positive_int("slots", slots), num_clients)
-
-    def sample(key):
-        joined = jax.random.bernoulli(stream(key, Stream.COHORT), probability, (num_clients,))
-        order = jnp.argsort(~joined, stable=True)  # joined clients first, in id order
-        count = jnp.sum(joined)
-        return order[:slots].astype(jnp.int32), jnp.arange(slots) < count
-
-    return Cohort(slots, mean, sample, varies=True)
-
-
-def everyone(num_clients: int) -> Cohort:
-    """Every client takes part (the decentralized family)."""
-    ids = jnp.arange(num_clients, dtype=jnp.int32)
-    return Cohort(num_clients, float(num_clients), lambda key: (ids, jnp.ones(ids.shape, bool)))
-
-
-def compose(
+def server_round(
     loss_fn: local.LossFn,
     *,
     name: str,
     num_clients: int,
-    phases: Sequence[local.Phase],
-    communication: comm_lib.Communication,
-    cohort: Cohort | int | None = None,
-    update_transform: optax.GradientTransformation | None = None,
-    server_optimizer: optax.GradientTransformation | None = None,
-    persistent: Persistent | None = None,
-    step_counts: StepCounts | None = None,
+    client: client_lib.ClientUpdate,
+    cohort: cohorts.Cohort | int,
+    communication: comm_lib.Communication | None = None,
+    server: ServerRule | None = None,
     labels: partition.LabelFn | Any = partition.everything_shared,
-    order: str = "train_then_gossip",
-    lr_decay: float = 1.0,
-    strategy: str = "vmap",
-    chunk_size: int | None = None,
-    unroll: int | bool = 1,
     host_hook: base.HostHook | None = None,
-    client_args: Callable[[Any], dict[str, Any]] | None = None,
-    server_metrics: Callable[[Any], dict[str, jax.Array]] | None = None,
-    sparse_messages: bool = False,
-    messages: Messages | None = None,
-    step_messages: dict[str, tuple[int, int]] | None = None,
 ) -> base.Algorithm:
-    """An algorithm from its pieces (see the module docstring).
+    """A server round: a cohort trains from the global model, the server combines.
 
     Args:
       loss_fn: ``(params, batch) -> scalar`` for one client.
       name: the algorithm's name.
       num_clients: N.
-      phases: the local phases, in order (:class:`~fedjax_lab.local.Phase`).
-      communication: :func:`~fedjax_lab.algorithms.communication.server_mean`,
-        :func:`~fedjax_lab.algorithms.communication.gossip` or
-        :func:`~fedjax_lab.algorithms.communication.push_sum`.
-      cohort: the clients of each round (server-based only; the decentralized family trains
-        every client): an int m for :func:`fixed_cohort`, or a :class:`Cohort` such as
-        :func:`poisson_cohort`.
-      update_transform: optax transformation of each client's update, or None.
-      server_optimizer: the server update (server-based only); default ``optax.sgd(1.0)``.
-      persistent: per-client state kept across rounds, or None.
-      step_counts: per-client local step counts each round, or None (every step).
-      labels: the partition of the parameters; only the ``"shared"`` part is communicated.
-        Decentralized clients keep their personal part; a server-based algorithm updates only
-        the shared part of its global model (per-client personal parts belong in
-        ``persistent`` state).
-      order: ``"train_then_gossip"`` or ``"gossip_then_train"`` (decentralized only).
-      lr_decay: local updates in round t are multiplied by ``lr_decay ** t``.
-      strategy, chunk_size: how clients are mapped (see :func:`fedjax_lab.clients.map_clients`).
-      unroll: ``lax.scan`` unrolling of the local steps.
+      client: the :class:`~fedjax_lab.algorithms.client.ClientUpdate`.
+      cohort: an int m for :func:`~fedjax_lab.algorithms.cohorts.fixed_cohort`, or a
+        :class:`~fedjax_lab.algorithms.cohorts.Cohort` (Poisson sampling).
+      communication: a server piece (mixing None); default
+        :func:`~fedjax_lab.algorithms.communication.server_mean`.
+      server: the :class:`ServerRule`; default :func:`server_rule` (FedAvg's).
+      labels: the partition; the server updates only the shared part of its model (per-client
+        personal parts belong in the client's persistent state).
       host_hook: host-side work after every round (:class:`~fedjax_lab.algorithms.base.HostHook`).
-      client_args: ``server state -> dict``, extra keyword arguments of every client's local
-        optimizers this round (what the server broadcasts with the model), or None.
-      server_metrics: ``server state after the round -> dict`` of scalar metrics, or None.
-      sparse_messages: count what each client sends as its nonzero coordinates, each a
-        (value, int32 index) pair: the ``coordinates_sent`` metric and its bytes, for
-        sparse updates (pruned models, top-k).
-      messages: a :class:`Messages` codec (server-based only): each client sends what it
-        encodes, the server decodes the mean update and keeps the :class:`Broadcast` in
-        ``State.communication``, and each client of the cohort receives the broadcast (every
-        message; the weights follow from their number). ``messages_sent`` counts
-        ``|S| (1 + |S|)`` messages, their bytes from the message's shapes.
-      step_messages: traffic inside the local steps, ``{metric: (per step, bytes each)}``:
-        every step a client runs exchanges ``per step`` messages of ``bytes each`` (split
-        learning's activations and gradients at the cut); the metric counts them.
-
-    Returns:
-      An :class:`~fedjax_lab.algorithms.base.Algorithm`.
     """
-    num_clients = base.check_positive_int("num_clients", num_clients)
-    phases = local.check_phases(phases)
-    lr_decay = base.check_learning_rate_decay(lr_decay)
-    clients.validate_strategy(strategy, chunk_size)
-    decentralized = communication.decentralized
-    if order not in ORDERS:
-        raise ValueError(f"Unknown order {order!r}; expected one of {ORDERS}.")
-    if decentralized:
-        if cohort is not None:
-            raise ValueError(f"{name} is decentralized: every client trains, got cohort={cohort}.")
-        if server_optimizer is not None:
-            raise ValueError(f"{name} is decentralized: it has no server optimizer.")
-        cohort = everyone(num_clients)
-    else:
-        if not isinstance(cohort, Cohort):
-            cohort = fixed_cohort(num_clients, cohort)
-        if order != ORDERS[0]:
-            raise ValueError(f"order={order!r} applies to decentralized algorithms only.")
-    if messages is not None:
-        if decentralized:
-            raise ValueError(f"{name}: encoded messages are decoded by a server (server_mean).")
-        if update_transform is not None or sparse_messages:
-            raise ValueError(
-                f"{name}: encoded messages replace the update transform and sparse messages."
-            )
-    step_messages = dict(step_messages or {})
-    for metric, (per_step, size) in step_messages.items():
-        if isinstance(per_step, bool) or not isinstance(per_step, int) or per_step < 0 or size < 0:
-            raise ValueError(
-                f"Expected step_messages[{metric!r}] = (messages per step >= 0, bytes >= 0), "
-                f"got {(per_step, size)!r}."
-            )
-    m = cohort.slots
-    server_optimizer = optax.with_extra_args_support(server_optimizer or optax.sgd(1.0))
-    transform = optax.with_extra_args_support(update_transform) if update_transform else None
-    steps_needed = local.phase_steps(phases)
-    all_clients = m == num_clients and not cohort.varies  # ids are 0..N-1 in order
+    num_clients = validation.check_positive_int("num_clients", num_clients)
+    communication = communication or comm_lib.server_mean()
+    _check_pieces(client, communication, name, server_side=True)
+    cohort = cohorts.as_cohort(num_clients, cohort)
+    skeleton = _ServerRound(
+        loss_fn, name, num_clients, client, communication, labels, cohort, server or server_rule()
+    )
+    return skeleton.algorithm(cohort, host_hook)
 
-    def shared_mask(params):
-        return partition.mask(labels, params, partition.SHARED)
 
-    def message_shapes(params):
-        def encode_initial(p):
-            states = local.initial_states(phases, p, partition.resolve(labels, p))
-            return messages.encode(states, p, p)
+@dataclasses.dataclass(frozen=True)
+class _GossipRound(_Round):
+    order: str
 
-        return jax.eval_shape(encode_initial, params)
+    def message(self, out: client_lib.ClientOutput) -> Any:
+        """Neighbours receive ``y_j``, or ``x_j + T(y_j - x_j)`` with a transform."""
+        keep = self.keep(out.trained)
+        if self.client.transform is None:
+            return partition.select(out.trained, keep)
+        return jax.tree.map(jnp.add, partition.select(out.start, keep), out.update)
 
-    def init_communication(params):
-        if messages is None:
-            return communication.init(num_clients)
-        zeros = lambda s: jnp.zeros((m, *s.shape), s.dtype)
-        return Broadcast(
-            jax.tree.map(zeros, message_shapes(params)),
-            jnp.zeros((m,), jnp.float32),
-            jnp.ones((), jnp.float32),
-        )
-
-    def init(params):
-        rows = () if persistent is None else persistent.init(params)
+    def init(self, params: Any) -> base.State:
+        _check_parts(self.labels, params)
         return base.State(
-            params=clients.broadcast_to_clients(params, num_clients) if decentralized else params,
+            params=clients.broadcast_to_clients(params, self.num_clients),
             round=jnp.zeros((), jnp.int32),
-            server=()
-            if decentralized
-            else server_optimizer.init(partition.select(params, shared_mask(params))),
-            clients=clients.broadcast_to_clients(rows, num_clients),
-            communication=init_communication(params),
+            clients=self.rows(params),
+            communication=self.communication.init(self.num_clients, self.num_clients, None),
         )
 
-    def client_update(
-        start,
-        row,
-        batches,
-        key,
-        privacy_key,
-        count,
-        *,
-        labels_tree,
-        keep,
-        scale,
-        broadcast,
-        cohort_size,
-    ):
-        """One client: local phases from ``start``; returns its trained model, the update it
-        sends (None without an update transform: it then sends its shared part as it is),
-        its persistent row, and the losses and mask of its steps."""
-        if persistent is not None and persistent.start is not None:
-            start = persistent.start(row, start)
-        result = local.run_phases(
-            phases,
-            loss_fn,
-            start,
-            batches,
-            key,
-            labels=labels_tree,
-            step_scale=scale,
-            unroll=unroll,
-            step_count=count,
-            optimizer_args={
-                **(persistent.optimizer_args(row, start) if persistent else {}),
-                **broadcast,
-            },
+    def round(self, state, mixing, batches, key, execution=clients.VMAP):
+        self.communication.check_mixing(mixing, self.num_clients, self.name)
+        base.check_batches(batches, self.num_clients, self.client.steps)
+        one_model = jax.tree.map(lambda x: x[0], state.params)
+        cohort_size = jnp.int32(self.num_clients)
+        context = self.context(state, one_model, cohort_size, {}, execution)
+        combine = functools.partial(
+            self.communication.combine, mixing=mixing, joined=None, scale=context.scale
         )
-        trained, delta = result.params, None
-        if transform is not None or persistent is not None:
-            delta = jax.tree.map(
-                jnp.subtract, partition.select(trained, keep), partition.select(start, keep)
-            )
-        if transform is not None:
-            delta, _ = transform.update(
-                delta, transform.init(delta), start, key=privacy_key, cohort_size=cohort_size
-            )
-        if persistent is not None:
-            row = persistent.update(row, start, trained, delta)
-        if messages is not None:
-            delta = messages.encode(result.opt_state, start, trained)
-        sent = None if transform is None and messages is None else delta
-        return trained, sent, row, result.losses, result.active
-
-    def round_fn(state, mixing, batches, key):
-        communication.check_mixing(mixing, num_clients, name)
-        base.check_batches(batches, m, steps_needed)
-        ids, joined = cohort.sample(key)
-        cohort_size = jnp.sum(joined).astype(jnp.int32)
-        per_client = (
-            state.clients if all_clients else clients.gather(state.clients, ids),
-            batches,
-            clients.client_keys(stream(key, Stream.TRAIN), ids),
-            clients.client_keys(stream(key, Stream.PRIVACY), ids),
-            None if step_counts is None else step_counts(stream(key, Stream.STEPS), ids),
-        )
-        one_model = jax.tree.map(lambda x: x[0], state.params) if decentralized else state.params
-        keep = shared_mask(one_model)
-        update = functools.partial(
-            client_update,
-            labels_tree=partition.resolve(labels, one_model),
-            keep=keep,
-            scale=base.round_step_scale(state.round, lr_decay),
-            broadcast=client_args(state.server) if client_args else {},
-            cohort_size=cohort_size,
-        )
-        mapped = {"strategy": strategy, "chunk_size": chunk_size}
-        if cohort.varies:  # the loop strategies skip the padding slots (they come last)
-            mapped["active"] = joined
         models, comm_state = state.params, state.communication
-        if decentralized and order == "gossip_then_train":
-            shared, personal = partition.split(models, keep)
-            shared, comm_state, models_sent = communication.combine(comm_state, mixing, shared)
+        if self.order == "gossip_then_train":
+            shared, personal = partition.split(models, context.keep)
+            shared, comm_state, counts = combine(comm_state, messages=shared, start=None)
             models = partition.merge(shared, personal)
-        if decentralized:  # every client starts from its own model
-            outputs = clients.map_clients(update, models, *per_client, **mapped)
-        else:  # every sampled client starts from the global model
-            outputs = clients.map_clients(lambda *a: update(models, *a), *per_client, **mapped)
-        trained, delta, rows, losses, active = outputs
-        if cohort.varies:  # the padding slots keep their rows
-            rows = jax.tree.map(
-                lambda new, old: _where_clients(joined, new, old), rows, per_client[0]
-            )
-        new_clients = rows if all_clients else clients.scatter(state.clients, ids, rows)
-        # What each client sends: the shared part of its model, its transformed update, or
-        # its encoded message.
-        sent = partition.select(trained, keep) if delta is None else delta
-        coordinates_sent = _nonzeros_sent(sent, joined) if sparse_messages else None
-        new_server = state.server
-        if decentralized:
-            if transform is not None:  # neighbours receive x_j + T(y_j - x_j)
-                sent = jax.tree.map(jnp.add, partition.select(models, keep), delta)
-            if order == "train_then_gossip":
-                sent, comm_state, models_sent = communication.combine(
-                    comm_state, mixing, sent, previous=partition.select(models, keep)
-                )
-            new_params = partition.merge(sent, partition.split(trained, keep)[1])
-        elif messages is not None:
-            x, personal = partition.split(models, keep)
-            weights = joined.astype(jnp.float32) / jnp.maximum(cohort_size, 1)
-            scale = base.round_step_scale(state.round, lr_decay)
-            mean = messages.decode(sent, weights, x, scale)
-            comm_state = Broadcast(sent, weights, scale)
-            models_sent = None
-            pseudo_grad = jax.tree.map(jnp.negative, mean)
-        else:
-            mean, comm_state, models_sent = communication.combine(
-                comm_state, None, sent, weights=joined if cohort.varies else None
-            )
-            x, personal = partition.split(models, keep)
-            # The pseudo-gradient x - mean_i(x + s_i): x - mean(y), or -mean(T(delta)).
-            pseudo_grad = (
-                jax.tree.map(jnp.subtract, x, mean)
-                if transform is None
-                else jax.tree.map(jnp.negative, mean)
-            )
-        if not decentralized:
-            updates, new_server = server_optimizer.update(
-                pseudo_grad,
-                state.server,
-                x,
-                client_state=new_clients,
-                cohort_size=cohort_size,
-                key=stream(key, Stream.SERVER),
-                validation_losses=functools.partial(
-                    _validation_losses, loss_fn, personal, batches, joined
-                ),
-            )
-            new_params = partition.merge(optax.apply_updates(x, updates), personal)
-        metrics = {
-            "train_loss": (
-                _mean_active_loss(losses, active & joined[:, None])
-                if cohort.varies or step_counts is not None
-                else jnp.mean(losses)
-            ),
-        }
-        if messages is None:
-            metrics["models_sent"] = models_sent
-        else:  # each client sends its message and receives the broadcast of all of them
-            metrics["messages_sent"] = cohort_size * (1 + cohort_size)
-        ran = active & joined[:, None]
-        for metric, (per_step, _) in step_messages.items():
-            metrics[metric] = jnp.sum(ran).astype(jnp.int32) * per_step
-        if cohort.varies:
-            metrics["cohort_size"] = cohort_size
-        if sparse_messages:
-            metrics["coordinates_sent"] = coordinates_sent
-        if server_metrics is not None:
-            metrics.update(server_metrics(new_server))
-        new_state = base.State(
-            params=new_params,
+        ids = jnp.arange(self.num_clients, dtype=jnp.int32)
+        personal, sent, rows, losses, active = self.run_clients(
+            key, ids, state.clients, batches, context, execution, start=models, mapped=True
+        )
+        if self.order == "train_then_gossip":
+            previous = partition.select(models, context.keep)
+            sent, comm_state, counts = combine(comm_state, messages=sent, start=previous)
+        metrics = self.metrics(losses, active, None, counts, False)
+        new_state = state._replace(
+            params=partition.merge(sent, personal),
             round=state.round + 1,
-            server=new_server,
-            clients=new_clients,
+            clients=rows,
             communication=comm_state,
         )
         return new_state, metrics
 
-    def client_params(state):
+    def client_params(self, state: base.State) -> Any:
+        persistent = self.client.persistent
         if persistent is not None and persistent.start is not None:
-            received = state.params
-            if decentralized:
-                return jax.vmap(persistent.start)(state.clients, received)
-            return jax.vmap(persistent.start, in_axes=(0, None))(state.clients, received)
-        if decentralized:
-            return state.params
-        return clients.broadcast_to_clients(state.params, num_clients)
+            return jax.vmap(persistent.start)(state.clients, state.params)
+        return state.params
 
-    def message_bytes(params):
-        shared = partition.select(params, shared_mask(params))
-        steps = {metric: size for metric, (_, size) in step_messages.items()}
-        if messages is not None:
-            return {"messages_sent": base.model_bytes(message_shapes(params)), **steps}
-        if sparse_messages:
-            value = max(jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(shared))
-            return {"coordinates_sent": value + INDEX_BYTES, **steps}
-        return {"models_sent": base.model_bytes(shared) + communication.overhead_bytes, **steps}
+    def client_axes(self, state: base.State) -> base.State:
+        return _client_axes(state, params=True, communication=self.communication.client_axis)
 
-    return base.Algorithm(
-        name=name,
-        num_clients=num_clients,
-        cohort_size=m,
-        decentralized=decentralized,
-        init=init,
-        cohort=lambda key: cohort.sample(key)[0],
-        round=round_fn,
-        client_params=client_params,
-        message_bytes=message_bytes,
-        local_steps=steps_needed,
-        host_hook=host_hook,
-        mixing_stochastic=communication.stochastic,
-        labels=None if labels is partition.everything_shared else labels,
+
+def gossip_round(
+    loss_fn: local.LossFn,
+    *,
+    name: str,
+    num_clients: int,
+    client: client_lib.ClientUpdate,
+    communication: comm_lib.Communication | None = None,
+    order: str = "train_then_gossip",
+    labels: partition.LabelFn | Any = partition.everything_shared,
+    host_hook: base.HostHook | None = None,
+) -> base.Algorithm:
+    """A gossip round: every client trains its own model and mixes with its neighbours.
+
+    Args:
+      loss_fn: ``(params, batch) -> scalar`` for one client.
+      name: the algorithm's name.
+      num_clients: N; every client trains every round.
+      client: the :class:`~fedjax_lab.algorithms.client.ClientUpdate`.
+      communication: a gossip piece, :func:`~fedjax_lab.algorithms.communication.gossip`
+        (the default, one step) or :func:`~fedjax_lab.algorithms.communication.push_sum`.
+      order: ``"train_then_gossip"`` or ``"gossip_then_train"`` (mix the previous round's
+        models first, then train: the released DFedSAM code's order).
+      labels: the partition; only the shared part is mixed, each client keeps its own
+        personal part.
+      host_hook: host-side work after every round.
+    """
+    num_clients = validation.check_positive_int("num_clients", num_clients)
+    communication = communication or comm_lib.gossip(1)
+    _check_pieces(client, communication, name, server_side=False)
+    if order not in ORDERS:
+        raise ValueError(f"Unknown order {order!r}; expected one of {ORDERS}.")
+    skeleton = _GossipRound(loss_fn, name, num_clients, client, communication, labels, order)
+    return skeleton.algorithm(
+        cohorts.everyone(num_clients), host_hook, mixing_stochastic=communication.mixing
+    )
+
+
+def _check_pieces(client, communication, name: str, *, server_side: bool) -> None:
+    if not isinstance(client, client_lib.ClientUpdate):
+        raise ValueError(
+            f"{name}: expected a ClientUpdate (algorithms.client_update), got "
+            f"{type(client).__name__}."
+        )
+    if (communication.mixing is None) != server_side:
+        kind = "a server piece (server_mean, encoded)" if server_side else "gossip or push_sum"
+        raise ValueError(f"{name}: this round combines with {kind}; got another kind of piece.")
+    if communication.encode is not None and client.transform is not None:
+        raise ValueError(f"{name}: encoded messages replace the update transform.")
+
+
+def _client_axes(state: base.State, *, params: bool, communication: bool) -> base.State:
+    """Which leaves of ``state`` carry the client axis."""
+    flag = lambda value: (lambda tree: jax.tree.map(lambda _: value, tree))
+    return base.State(
+        params=flag(params)(state.params),
+        round=False,
+        server=flag(False)(state.server),
+        clients=flag(True)(state.clients),
+        communication=flag(communication)(state.communication),
     )
 
 
@@ -549,14 +436,6 @@ def _validation_losses(loss_fn, personal, batches, joined, params):
     losses = jax.vmap(lambda batch: gradients.per_example_losses(loss_fn, full, batch))(first)
     weights = jnp.broadcast_to(joined[:, None], losses.shape).astype(losses.dtype)
     return losses.ravel(), weights.ravel()
-
-
-def _nonzeros_sent(sent: Any, joined: jax.Array) -> jax.Array:
-    """The nonzero coordinates the clients that take part send, in all."""
-    per_client = sum(
-        jnp.sum(leaf.reshape(leaf.shape[0], -1) != 0, axis=1) for leaf in jax.tree.leaves(sent)
-    )
-    return jnp.sum(jnp.where(joined, per_client, 0)).astype(jnp.int32)
 
 
 def _where_clients(joined: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:

@@ -11,7 +11,28 @@ its optimizer, and reports ``delta_i = y_i - x``; the server applies the mean up
 (``server_optimizer=optax.sgd(eta_g)``; any optax transformation of the pseudo-gradient
 ``-mean(delta)`` works: ``optax.adam`` is FedAdam). FedSAM is FedAvg whose local optimizer
 is ``chain(sam(rho), sgd(lr))``. FedSpeed adds a per-client correction kept across rounds
-(:func:`fedspeed`). All are compositions of :func:`fedjax_lab.algorithms.rounds.compose`.
+(:func:`fedspeed`). All are :func:`~fedjax_lab.algorithms.rounds.server_round` s.
+
+**FedSpeed.** Client ``i`` keeps a correction ``h_i`` (zero at the start), held by the
+server for every client, sampled or not. A sampled client starts from the global model
+``x``; each local step takes the SAM gradient ``g'`` and adds a pull toward ``x - h_i``:
+
+.. math::
+
+  y \\leftarrow y - \\eta \\big(g'(y) + \\lambda (y - x + h_i)\\big), \\qquad
+  \\Delta_i = y_K - x, \\qquad h_i \\leftarrow h_i + \\Delta_i,
+
+and the server sets ``x <- mean_{i in S} y_i + mean_{i=1..N} h_i`` (the mean of the
+corrections over all N clients, this round's included). As pieces: the local optimizer is
+``chain(sam(rho), proximal(lambda), [add_decayed_weights(wd),] sgd(eta))`` with
+``anchor = x - h_i`` passed per client, ``h`` is
+:class:`~fedjax_lab.algorithms.client.Persistent` state, and the server rule is
+``chain(correction, sgd(1))``, where the correction subtracts ``mean_i h_i`` from the
+pseudo-gradient ``x - mean_{i in S} y_i``.
+
+Defaults follow the released FL-Simulator code: ``lambda = 0.1``, ``rho = 0.1``, SGD
+without momentum; its weight decay (1e-3) is ``weight_decay``, added to the step's
+gradient after the pull. (Its gradient clipping at norm 10 is not applied.)
 
 References:
   McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized
@@ -23,19 +44,18 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from fedjax_lab import clients
-from fedjax_lab import config as config_lib
 from fedjax_lab import gradients
 from fedjax_lab import local
 from fedjax_lab.algorithms import base
-from fedjax_lab.algorithms import communication
-from fedjax_lab.algorithms import configured
+from fedjax_lab.algorithms import client as client_lib
+from fedjax_lab.algorithms import communication as comm_lib
 from fedjax_lab.algorithms import rounds
 from fedjax_lab.transforms import proximal
 from fedjax_lab.transforms import sam
@@ -52,8 +72,9 @@ def fedavg(
     server_optimizer: optax.GradientTransformation | None = None,
     gradient: gradients.GradientFn | None = gradients.batch_gradient,
     steps: int | None = None,
+    communication: comm_lib.Communication | None = None,
     name: str = "fedavg",
-    **kwargs: Any,
+    **client_options: Any,
 ) -> base.Algorithm:
     """FedAvg with any local optimizer.
 
@@ -67,10 +88,12 @@ def fedavg(
       gradient: the local steps' gradient hook (:mod:`fedjax_lab.gradients`), or None for
         none (zeroth-order optimizers).
       steps: the local steps per round, or None for as many as the round's batches.
+      communication: a server piece; default
+        :func:`~fedjax_lab.algorithms.communication.server_mean` (dense models).
       name: the algorithm's name in metrics and logs.
-      **kwargs: the other pieces and settings of :func:`~fedjax_lab.algorithms.rounds.compose`
-        (``update_transform``, ``step_counts``, ``lr_decay``, ``strategy``, ``chunk_size``,
-        ``unroll``, ...).
+      **client_options: the other settings of the client update
+        (:func:`~fedjax_lab.algorithms.client.client_update`: ``transform``,
+        ``step_counts``, ``lr_decay``).
 
     Returns:
       An :class:`~fedjax_lab.algorithms.base.Algorithm`; ``round`` expects ``mixing=None``.
@@ -79,15 +102,15 @@ def fedavg(
         if not server_learning_rate > 0:
             raise ValueError(f"Expected server_learning_rate > 0, got {server_learning_rate!r}.")
         server_optimizer = optax.sgd(server_learning_rate)
-    return rounds.compose(
+    phase = local.Phase(local_optimizer, steps=steps, gradient=gradient)
+    return rounds.server_round(
         loss_fn,
         name=name,
         num_clients=num_clients,
+        client=client_lib.client_update(phase, **client_options),
         cohort=clients_per_round,
-        phases=[local.Phase(local_optimizer, steps=steps, gradient=gradient)],
-        communication=communication.server_mean(),
-        server_optimizer=server_optimizer,
-        **kwargs,
+        communication=communication,
+        server=rounds.server_rule(server_optimizer),
     )
 
 
@@ -108,24 +131,47 @@ def fedsam(
     return fedavg(loss_fn, optimizer, name=kwargs.pop("name", "fedsam"), **kwargs)
 
 
-def correction_mean() -> optax.GradientTransformationExtraArgs:
-    """Server piece: subtracts ``mean_i h_i`` (the extra argument ``client_state``) from the
-    pseudo-gradient, so that ``sgd(1)`` after it adds the mean correction to the model."""
+def correction_mean(scale: float = 1.0) -> optax.GradientTransformationExtraArgs:
+    """Server piece: subtracts ``scale * mean_i h_i`` (``h`` the extra argument
+    ``client_state``, the mean over all N clients) from the pseudo-gradient, so that
+    ``sgd(1)`` after it adds ``scale`` times the mean correction to the model."""
 
     def update_fn(updates, state, params=None, *, client_state, **extra_args):
         del params, extra_args
         mean = clients.client_mean(client_state)
-        return jax.tree.map(lambda g, h: g - h.astype(g.dtype), updates, mean), state
+        return jax.tree.map(lambda g, h: g - scale * h.astype(g.dtype), updates, mean), state
 
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)
 
 
-def corrections() -> rounds.Persistent:
+class PopulationMean(NamedTuple):
+    """The mean over all N clients of their persistent state, after the last round."""
+
+    mean: Any
+
+
+def population_mean() -> optax.GradientTransformationExtraArgs:
+    """Server piece: keeps ``mean_i r_i`` of every client's persistent row (the extra
+    argument ``client_state``) in its state, zeros like the model at first, and passes the
+    pseudo-gradient through. A server rule can broadcast it (SCAFFOLD's control variate
+    ``c = (1/N) sum_i c_i``)."""
+
+    def init_fn(params):
+        return PopulationMean(jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None, *, client_state, **extra_args):
+        del state, params, extra_args
+        return updates, PopulationMean(clients.client_mean(client_state))
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def corrections() -> client_lib.Persistent:
     """The per-client correction ``h_i``: zeros, anchor ``x - h_i``, ``h_i += delta_i``."""
-    return rounds.Persistent(
+    return client_lib.Persistent(
         init=lambda params: jax.tree.map(jnp.zeros_like, params),
         optimizer_args=lambda h, start: {"anchor": jax.tree.map(jnp.subtract, start, h)},
-        update=lambda h, start, trained, delta: jax.tree.map(jnp.add, h, delta),
+        update=lambda h, out, context: jax.tree.map(jnp.add, h, out.update),
     )
 
 
@@ -136,33 +182,15 @@ def fedspeed(
     rho: float = 0.1,
     prox_strength: float = 0.1,
     adaptive: bool = False,
+    weight_decay: float = 0.0,
     num_clients: int,
     clients_per_round: int,
     server_optimizer: optax.GradientTransformation | None = None,
     name: str = "fedspeed",
-    **kwargs: Any,
+    **client_options: Any,
 ) -> base.Algorithm:
-    """FedSpeed: FedSAM with a per-client prox-correction kept across rounds.
-
-    Client ``i`` keeps a correction ``h_i`` (zero at the start), held by the server for every
-    client, sampled or not. A sampled client starts from the global model ``x``; each local step
-    takes the SAM gradient ``g'`` and adds a pull toward ``x - h_i``:
-
-    .. math::
-
-      y \\leftarrow y - \\eta \\big(g'(y) + \\lambda (y - x + h_i)\\big), \\qquad
-      \\Delta_i = y_K - x, \\qquad h_i \\leftarrow h_i + \\Delta_i,
-
-    and the server sets ``x <- mean_{i in S} y_i + mean_{i=1..N} h_i`` (the mean of the
-    corrections over all N clients, this round's included). As pieces: the local optimizer is
-    ``chain(sam(rho), proximal(lambda), sgd(eta))`` with ``anchor = x - h_i`` passed per client,
-    ``h`` is :class:`~fedjax_lab.algorithms.rounds.Persistent` state, and the server update is
-    ``chain(correction, sgd(1))``, where the correction subtracts ``mean_i h_i`` from the
-    pseudo-gradient ``x - mean_{i in S} y_i``.
-
-    Defaults follow the released FL-Simulator code: ``lambda = 0.1``, ``rho = 0.1``, SGD
-    without momentum. (The released code also uses weight decay 1e-3 and clips gradients at
-    norm 10; neither is applied here.)
+    """FedSpeed: FedSAM with a per-client prox-correction kept across rounds (module
+    docstring).
 
     Args:
       loss_fn: ``(params, batch) -> scalar`` for one client.
@@ -170,57 +198,28 @@ def fedspeed(
       rho: SAM radius.
       prox_strength: lambda, the pull toward ``x - h_i``.
       adaptive: ASAM instead of SAM.
+      weight_decay: L2 weight decay of the local steps.
       num_clients, clients_per_round: N and m.
       server_optimizer: applied after the correction; default ``optax.sgd(1.0)`` (the
         paper's rule).
-      **kwargs: other arguments of :func:`~fedjax_lab.algorithms.server.fedavg`.
+      **client_options: the other settings of the client update (``step_counts``,
+        ``lr_decay``).
     """
+    if not weight_decay >= 0:
+        raise ValueError(f"Expected weight_decay >= 0, got {weight_decay!r}.")
+    decay = [optax.add_decayed_weights(weight_decay)] if weight_decay > 0 else []
     local_optimizer = optax.chain(
-        sam(rho, adaptive=adaptive), proximal(prox_strength), optax.sgd(learning_rate)
+        sam(rho, adaptive=adaptive), proximal(prox_strength), *decay, optax.sgd(learning_rate)
     )
-    return fedavg(
+    client = client_lib.client_update(
+        local.Phase(local_optimizer), persistent=corrections(), **client_options
+    )
+    server = optax.chain(correction_mean(), server_optimizer or optax.sgd(1.0))
+    return rounds.server_round(
         loss_fn,
-        local_optimizer,
-        num_clients=num_clients,
-        clients_per_round=clients_per_round,
-        server_optimizer=optax.chain(correction_mean(), server_optimizer or optax.sgd(1.0)),
-        persistent=corrections(),
         name=name,
-        **kwargs,
+        num_clients=num_clients,
+        client=client,
+        cohort=clients_per_round,
+        server=rounds.server_rule(server),
     )
-
-
-def _build_fedspeed(c, loss_fn):
-    kwargs = configured.server_kwargs(c)
-    return fedspeed(
-        loss_fn,
-        learning_rate=c.local.learning_rate,
-        rho=c.sam.rho,
-        prox_strength=c.fedspeed.prox_strength,
-        adaptive=c.sam.adaptive,
-        **kwargs,
-    )
-
-
-FEDSPEED = base.AlgorithmSpec(
-    name="fedspeed",
-    summary="server; SAM + prox-correction h_i kept per client across rounds",
-    build=_build_fedspeed,
-    fields=(config_lib.Field("fedspeed.prox_strength", 0.1, "lambda, the pull toward x - h_i"),),
-    defaults={"sam.rho": 0.1},
-)
-
-FEDAVG = base.AlgorithmSpec(
-    name="fedavg",
-    summary="server, m of N clients per round; local SGD; mean of client updates",
-    build=lambda c, f: fedavg(
-        f, configured.local_sgd(c), name="fedavg", **configured.server_kwargs(c)
-    ),
-)
-FEDSAM = base.AlgorithmSpec(
-    name="fedsam",
-    summary="server; local SAM + SGD; mean of client updates",
-    build=lambda c, f: fedavg(
-        f, configured.local_sam_sgd(c), name="fedsam", **configured.server_kwargs(c)
-    ),
-)

@@ -1,8 +1,6 @@
 """Raw data sources as NumPy arrays (no downloads)."""
 
 import numpy as np
-import sklearn.datasets
-from sklearn.model_selection import train_test_split
 
 # Cap on per-client sample counts for the synthetic benchmark. FedProx draws
 # counts from lognormal(4, 2) + 50, whose tail reaches tens of thousands; the cap
@@ -38,6 +36,9 @@ def load_digits(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
     if variant not in DIGITS_VARIANTS:
         raise ValueError(f"Unknown digits variant {variant!r}; expected one of {DIGITS_VARIANTS}.")
+    import sklearn.datasets  # scikit-learn is imported when the digits are loaded
+    from sklearn.model_selection import train_test_split
+
     digits = sklearn.datasets.load_digits()
     x = (digits.images / 16.0).astype(np.float32)[..., None]
     y = digits.target.astype(np.int32)

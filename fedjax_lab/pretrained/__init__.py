@@ -14,7 +14,7 @@ Both were trained on the training split of ``data.seed = 0``, so with that seed 
 image of a target task was seen in pre-training, in any domain.
 ``python -m fedjax_lab.pretrained.make`` is the script that made them; each checkpoint's
 ``info.json`` records how, the source accuracy and the sha256 fingerprint of its
-parameters (:func:`fedjax_lab.fingerprints.params_fingerprint`), which :func:`load` checks.
+parameters (:func:`fedjax_lab.runner.fingerprints.params_fingerprint`), which :func:`load` checks.
 
 A checkpoint is a directory: ``params/`` (an orbax checkpoint of the flax ``params``
 collection) and ``info.json`` (the registered model name and its keyword arguments, the
@@ -33,10 +33,9 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
-import orbax.checkpoint as ocp
 
-from fedjax_lab import fingerprints
 from fedjax_lab import models
+from fedjax_lab.runner import fingerprints
 
 __all__ = ["Pretrained", "available", "load", "restore", "save"]
 
@@ -110,6 +109,8 @@ def save(
         "fingerprint": fingerprints.params_fingerprint(params),
         **details,
     }
+    import orbax.checkpoint as ocp  # imported when a checkpoint is written or read
+
     path.mkdir(parents=True)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(path / PARAMS, params)
@@ -157,6 +158,8 @@ def restore(path: str | os.PathLike, model: nn.Module, input_shape: tuple[int, .
     path = pathlib.Path(path).absolute()
     if not path.is_dir():
         raise ValueError(f"No orbax checkpoint at {path}.")
+    import orbax.checkpoint as ocp
+
     like = jax.eval_shape(lambda: models.init_params(model, input_shape, jax.random.key(0)))
     with ocp.StandardCheckpointer() as checkpointer:
         return jax.device_get(checkpointer.restore(path, like))

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import dp_accounting
 import numpy as np
+
+if TYPE_CHECKING:  # dp_accounting is imported by the functions that use it
+    import dp_accounting
 
 SAMPLINGS = ("poisson", "fixed")
 ACCOUNTANTS = ("rdp", "pld")
@@ -76,6 +78,8 @@ def _check(mechanism: Mechanism) -> None:
 
 def dp_event(mechanism: Mechanism, rounds: int) -> dp_accounting.DpEvent:
     """The ``dp_accounting`` event of ``rounds`` rounds of ``mechanism``."""
+    import dp_accounting
+
     _check(mechanism)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
         raise ValueError(f"Expected rounds to be an integer >= 0, got {rounds!r}.")
@@ -90,6 +94,8 @@ def dp_event(mechanism: Mechanism, rounds: int) -> dp_accounting.DpEvent:
 
 
 def _accountant(mechanism: Mechanism, accountant: str):
+    import dp_accounting
+
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"Unknown accountant {accountant!r}; expected one of {ACCOUNTANTS}.")
     if accountant == "pld":
@@ -109,6 +115,8 @@ def _accountant(mechanism: Mechanism, accountant: str):
 
 def epsilon(mechanism: Mechanism, rounds: int, delta: float, accountant: str = "rdp") -> float:
     """The epsilon of ``rounds`` rounds at ``delta`` (``inf`` with no noise, 0 with no rounds)."""
+    import dp_accounting
+
     delta = check_delta(delta)
     event = dp_event(mechanism, rounds)
     if rounds == 0:
@@ -144,6 +152,8 @@ def calibrate_noise_multiplier(
     accountant: str = "rdp",
 ) -> float:
     """The smallest sigma (to 1e-3) whose ``rounds`` rounds stay within ``target_epsilon``."""
+    import dp_accounting
+
     if not target_epsilon > 0:
         raise ValueError(f"Expected a target epsilon > 0, got {target_epsilon!r}.")
     delta = check_delta(delta)

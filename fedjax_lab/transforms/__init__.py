@@ -1,6 +1,7 @@
 """Optax gradient transformations used by the federated algorithms.
 
-SAM and the proximal pull rewrite a local step's gradient. The client-level DP pieces
+SAM, the proximal pull and linear correction terms (``correction``: SCAFFOLD's control
+variates, FedDyn's linear term) rewrite a local step's gradient. The client-level DP pieces
 (:mod:`fedjax_lab.transforms.dp`: ``clip``, ``gaussian_noise``, ``top_k``) transform a
 client's update before it is sent, and ``empty_cohort_noise`` is the server's share of the
 noise. The pruning pieces (:mod:`fedjax_lab.transforms.pruning`: ``apply_mask``,
@@ -10,6 +11,7 @@ server. The zeroth-order estimators (:mod:`fedjax_lab.transforms.zeroth_order`:
 ``kseed_sgd`` is FedKSeed's local optimizer over a seed pool.
 """
 
+from fedjax_lab.transforms.correction import correction
 from fedjax_lab.transforms.dp import clip
 from fedjax_lab.transforms.dp import empty_cohort_noise
 from fedjax_lab.transforms.dp import gaussian_noise
@@ -28,6 +30,7 @@ from fedjax_lab.transforms.zeroth_order import zo_gradient
 __all__ = (
     "apply_mask",
     "clip",
+    "correction",
     "empty_cohort_noise",
     "gaussian_noise",
     "kseed_sgd",

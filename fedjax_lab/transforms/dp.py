@@ -1,7 +1,7 @@
 """Client-level differential privacy of an update, as composable optax transformations.
 
 Applied to a client's update ``delta_i`` before it leaves the client (the update transform
-of :func:`fedjax_lab.algorithms.compose`), they make the DP-FedAvg family:
+of :func:`fedjax_lab.algorithms.client_update`), they make the DP-FedAvg family:
 
 * :func:`clip`: ``delta <- delta * min(1, C / ||delta||_2)`` over the whole update
   (``optax.clip_by_global_norm``), or each tensor to norm ``C`` on its own

@@ -15,11 +15,11 @@ sets both ``seed`` and ``data.seed``.
 The rules read one summary metric of every run (``test_accuracy`` unless said otherwise):
 
 * :class:`Beats` ``(a, b)``, "b beats a": the paired differences over seeds, their mean and
-  95% t-interval (:func:`fedjax_lab.comparisons.paired_interval`); **holds** when the
+  95% t-interval (:func:`fedjax_lab.runner.comparisons.paired_interval`); **holds** when the
   interval lies on b's side of 0, **does not hold** on a's side, else **inconclusive**.
   ``lower_is_better`` for metrics such as the consensus distance.
 * :class:`Close` ``(a, b, margin)``, "b stays within margin of a": holds when the whole
-  interval lies inside ``(-margin, margin)`` (:func:`fedjax_lab.comparisons.closeness`).
+  interval lies inside ``(-margin, margin)`` (:func:`fedjax_lab.runner.comparisons.closeness`).
 * :class:`Ordered` ``(labels)``: the metric improves along ``labels``; holds when every
   adjacent pair's :class:`Beats` holds, does not hold when one of them does not hold, else
   inconclusive.
@@ -47,8 +47,8 @@ import statistics
 import time
 from typing import Any, Sequence
 
-from fedjax_lab import comparisons
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
+from fedjax_lab.runner import comparisons
 
 SCALES = ("small", "full")
 
@@ -227,7 +227,7 @@ def _find_finished(runs: pathlib.Path, workdir: pathlib.Path, seed: int, config,
 
 def _evaluate_untrained(config, workdir: pathlib.Path) -> dict[str, Any]:
     """The evaluation of ``config``'s initial state, recorded like a run's summary."""
-    from fedjax_lab import experiment
+    from fedjax_lab.runner import experiment
 
     exp = experiment.build(config)
     summary = {**exp.evaluate(exp.initial_state), "rounds": 0, "wall_time_s": 0.0}
@@ -248,7 +248,7 @@ def run_claim(
 ) -> dict[str, list[dict[str, Any]]]:
     """Every member's run summaries, one per seed (skipping finished runs, resuming
     interrupted ones; module docstring)."""
-    from fedjax_lab import experiment
+    from fedjax_lab.runner import experiment
 
     _settings(claim, scale)  # a scale the claim lacks fails before any run
     results = {}

@@ -3,7 +3,7 @@
 A checkpoint is one pytree (the algorithm state with every per-client state, the root PRNG
 key data, counters, the host hook's state) saved under ``<workdir>/checkpoints/<round>``,
 together with the sha256 fingerprint of that pytree
-(:func:`fedjax_lab.fingerprints.params_fingerprint`). The newest ``keep`` are kept.
+(:func:`fedjax_lab.runner.fingerprints.params_fingerprint`). The newest ``keep`` are kept.
 
 * **Atomic saves.** Orbax writes each checkpoint into a temporary directory, renames it
   when it is complete and then writes its commit marker (``commit_success.txt``); a save
@@ -28,9 +28,9 @@ from typing import Any, Callable
 import jax
 import orbax.checkpoint as ocp
 
-from fedjax_lab import fingerprints
 from fedjax_lab import sharding
 from fedjax_lab import validation
+from fedjax_lab.runner import fingerprints
 
 COMMIT_MARKER = "commit_success.txt"
 

@@ -10,9 +10,12 @@ one section per concern::
   communication  topology, gossip steps, update order, mixing form
   execution      client strategy, sharding, memory budget
 
-plus the section of the chosen algorithm, if it has one (``fedspeed``, say), declared in
-the algorithm's own module. Every key is declared once, with its default and a comment,
-as a :class:`Field`; ``fedjax-lab config --algorithm NAME`` prints them.
+plus the section of the chosen algorithm, if it has one (``fedspeed``, say), declared with
+its spec (:mod:`fedjax_lab.specs`). Every key is declared once, with its default and a
+comment, as a :class:`~fedjax_lab.specs.fields.Field`; ``fedjax-lab config --algorithm
+NAME`` prints them. Each algorithm owns its section: switching algorithms drops the
+sections the new one does not declare, and a key of the algorithm's sections that it does
+not read may not leave its default (:func:`fedjax_lab.specs.build_algorithm`).
 
 Keys whose default depends on something else start as ``None`` and are filled in by
 :func:`resolve` (the dataset's own partition, the algorithm's gossip steps, 10% of the
@@ -30,24 +33,13 @@ import ast
 import importlib.util
 import os
 import pathlib
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable
 
 import ml_collections
 
 from fedjax_lab import validation
-
-
-class Field(NamedTuple):
-    """One config key: its dotted name, default, type and what it means."""
-
-    key: str
-    default: Any
-    help: str
-    type: type | None = None  # for a None default; else type(default)
-
-    @property
-    def kind(self) -> type:
-        return self.type if self.type is not None else type(self.default)
+from fedjax_lab.specs import registry
+from fedjax_lab.specs.fields import Field
 
 
 FIELDS: tuple[Field, ...] = (
@@ -176,8 +168,6 @@ def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
 
 
 def _algorithm_fields(name: str) -> tuple[Field, ...]:
-    from fedjax_lab.algorithms import registry  # the registry builds on this module
-
     return registry.spec(name).fields if name in registry.available_algorithms() else ()
 
 
@@ -197,20 +187,20 @@ def get_config(algorithm: str | None = None) -> ml_collections.ConfigDict:
 
 
 def with_algorithm(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-    """``config`` for algorithm ``name``: its section added with defaults if missing, the
-    sections of other algorithms removed."""
-    from fedjax_lab.algorithms import registry
-
+    """``config`` for algorithm ``name``: its own sections as they are when the algorithm
+    does not change, else with their defaults; every other section of an algorithm's
+    removed (each algorithm owns its sections: no value of one algorithm's leaks into
+    another's)."""
     validation.check_name("algorithm", name, registry.available_algorithms())
+    switched = name != config.get("algorithm")
     config = copy(config)
     config.algorithm = name
-    # The sections of other algorithms do not apply to this one.
-    own = {f.key.split(".")[0] for f in _algorithm_fields(name)}
-    for other in registry.available_algorithms():
-        for section in {f.key.split(".")[0] for f in _algorithm_fields(other)} - own:
-            if section in config:
-                del config[section]
-    for f in _algorithm_fields(name):
+    shared = {f.section for f in FIELDS}
+    fields = _algorithm_fields(name)
+    for section in [k for k in config if isinstance(config[k], ml_collections.ConfigDict)]:
+        if section not in shared and (switched or section not in {f.section for f in fields}):
+            del config[section]
+    for f in fields:
         if _lookup(config, f.key, missing=True):
             _set(config, f.key, f.default)
     return config
@@ -376,9 +366,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     of the chosen topology's parameters. Explicit values are kept; resolving twice changes
     nothing.
     """
-    from fedjax_lab import data
+    from fedjax_lab import data  # the data and topology modules are imported when needed
     from fedjax_lab import topology
-    from fedjax_lab.algorithms import registry
 
     c = with_algorithm(config, config.algorithm)
     spec = registry.spec(c.algorithm)
@@ -401,6 +390,14 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if graph in ("random_in_neighbours", "random_out_neighbours"):
         filled["communication.topology_k"] = min(10, max(c.num_clients - 1, 1))
     return update(c, {k: v for k, v in filled.items() if _lookup(c, k) is None})
+
+
+def defaults_for(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The resolved default config of ``config``'s algorithm, with ``config``'s top-level keys
+    and ``data`` section (the values the other defaults depend on)."""
+    flat = flatten(config.to_dict())
+    kept = {k: v for k, v in flat.items() if "." not in k or k.startswith("data.")}
+    return resolve(update(get_config(config.algorithm), kept))
 
 
 def describe(config: ml_collections.ConfigDict) -> str:

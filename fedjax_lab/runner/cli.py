@@ -15,17 +15,17 @@ import os
 import pathlib
 import sys
 
-from fedjax_lab import checkpoints
-from fedjax_lab import config as config_lib
+from fedjax_lab.specs import config as config_lib
 from fedjax_lab import data
-from fedjax_lab import execution
-from fedjax_lab import experiment
-from fedjax_lab import locking
 from fedjax_lab import models
-from fedjax_lab import stopping
 from fedjax_lab import topology
 from fedjax_lab import validation
-from fedjax_lab.algorithms import registry
+from fedjax_lab.specs import registry
+from fedjax_lab.runner import checkpoints
+from fedjax_lab.runner import execution
+from fedjax_lab.runner import experiment
+from fedjax_lab.runner import locking
+from fedjax_lab.runner import stopping
 
 # Flags that are shorthands for config keys.
 _FLAG_KEYS = {
@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from fedjax_lab import plotting  # matplotlib is only needed here
+    from fedjax_lab.runner import plotting  # matplotlib is only needed here
 
     if args.topology:
         if args.workdirs:
@@ -147,7 +147,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from fedjax_lab import reproduce
+    from fedjax_lab.runner import reproduce
 
     claims = reproduce.load_claims(args.claims)
     if args.list or not args.claim:

@@ -8,7 +8,7 @@ lies below 0, and is **inconclusive** otherwise. The claim "B stays close to A" 
 margin ``m``) **holds** when the whole interval lies inside ``(-m, m)``, **does not hold**
 when it lies entirely outside, and is **inconclusive** otherwise (:func:`closeness`).
 
-The reproduction suite (:mod:`fedjax_lab.reproduce`) judges the seed papers' claims with
+The reproduction suite (:mod:`fedjax_lab.runner.reproduce`) judges the seed papers' claims with
 these rules.
 """
 

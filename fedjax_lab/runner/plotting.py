@@ -24,8 +24,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
-from fedjax_lab import records
 from fedjax_lab import topology as topology_lib
+from fedjax_lab.runner import records
 
 __all__ = ["plot_runs", "plot_topology"]
 

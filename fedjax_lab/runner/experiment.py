@@ -12,12 +12,12 @@ workdir receives
 * ``checkpoints/<round>``: the whole experiment state (algorithm state with every per-client
   state, root PRNG key, bytes communicated, the host hook's state) and its fingerprint,
   every ``checkpoint_every`` rounds, at the end and when a signal stops the run; the newest
-  ``keep_checkpoints`` kept (:mod:`fedjax_lab.checkpoints`); damaged ones found on resume
+  ``keep_checkpoints`` kept (:mod:`fedjax_lab.runner.checkpoints`); damaged ones found on resume
   are moved to ``checkpoints_skipped/``;
 * ``summary.json``: the final metrics and a sha256 fingerprint of the final parameters,
   written atomically at the end; ``stopped`` gives the reason when the algorithm's host
   hook ended the run early (a privacy budget reached: ``dp.target_epsilon``);
-* ``lock``: held while a run is active, with its pid and host (:mod:`fedjax_lab.locking`).
+* ``lock``: held while a run is active, with its pid and host (:mod:`fedjax_lab.runner.locking`).
 
 Randomness: round ``t`` uses ``fold_in(root, t)`` where ``root`` comes from ``config.seed``;
 batch sampling, client sampling, local training and privacy noise are its streams
@@ -46,24 +46,24 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from fedjax_lab import checkpoints
 from fedjax_lab import clients
-from fedjax_lab import config as config_lib
 from fedjax_lab import data as data_lib
-from fedjax_lab import execution
-from fedjax_lab import fingerprints
-from fedjax_lab import locking
 from fedjax_lab import gossip as gossip_lib
 from fedjax_lab import metrics as metrics_lib
 from fedjax_lab import models
 from fedjax_lab import objectives
 from fedjax_lab import randomness
-from fedjax_lab import records
 from fedjax_lab import sharding
-from fedjax_lab import stopping
 from fedjax_lab import topology as topology_lib
+from fedjax_lab import specs
 from fedjax_lab.algorithms import base
-from fedjax_lab.algorithms import registry
+from fedjax_lab.specs import config as config_lib
+from fedjax_lab.runner import checkpoints
+from fedjax_lab.runner import execution
+from fedjax_lab.runner import fingerprints
+from fedjax_lab.runner import locking
+from fedjax_lab.runner import records
+from fedjax_lab.runner import stopping
 
 GOSSIP_MODES = ("auto", "dense", "sparse")
 PRETRAINED = "pretrained"  # config.model: the algorithm's pre-trained model (zo.model)
@@ -320,10 +320,11 @@ def _dataset(c: ml_collections.ConfigDict) -> data_lib.FederatedDataset:
 
 
 class _Placement:
-    """Where the run's arrays live: split over a client mesh, or on one device."""
+    """Where the run's arrays live: split over a client mesh, or on one device. The
+    algorithm's state is split where the algorithm declares a client axis."""
 
-    def __init__(self, mesh: jax.sharding.Mesh | None, num_clients: int):
-        self.mesh, self.num_clients = mesh, num_clients
+    def __init__(self, mesh: jax.sharding.Mesh | None, algorithm: base.Algorithm):
+        self.mesh, self.algorithm = mesh, algorithm
         self.devices = mesh.size if mesh is not None else 1
 
     def context(self):
@@ -337,12 +338,13 @@ class _Placement:
             train=sharding.shard_clients(dataset.train, self.mesh),
             test=sharding.shard_clients(dataset.test, self.mesh),
         )
-        return dataset, sharding.shard_clients(state, self.mesh, self.num_clients)
+        layout = sharding.state_shardings(self.algorithm, state, self.mesh)
+        return dataset, sharding.place(state, layout)
 
     def jit_kwargs(self, state: Any, train: Any) -> dict[str, Any]:
         if self.mesh is None:
             return {}
-        layout = sharding.client_shardings(state, self.mesh, self.num_clients)
+        layout = sharding.state_shardings(self.algorithm, state, self.mesh)
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         return dict(
             in_shardings=(
@@ -356,10 +358,15 @@ class _Placement:
 
 
 def _round_with_batches(
-    c: ml_collections.ConfigDict, algorithm: base.Algorithm, root: jax.Array, placement: _Placement
+    c: ml_collections.ConfigDict,
+    algorithm: base.Algorithm,
+    root: jax.Array,
+    placement: _Placement,
+    how: clients.Execution,
 ):
     """The jittable ``(state, mixing, train_data, round) -> (state, metrics)`` of a run:
-    the round's batches sampled on device, then the algorithm's round."""
+    the round's batches sampled on device, then the algorithm's round, its clients mapped
+    as ``how`` says."""
     everyone = algorithm.decentralized  # every client, in id order
     steps = algorithm.local_steps or c.local.steps
 
@@ -374,15 +381,16 @@ def _round_with_batches(
         )
         if placement.mesh is not None:
             batches = sharding.constrain(batches, placement.mesh, algorithm.cohort_size)
-        return algorithm.round(state, mixing, batches, key)
+        return algorithm.round(state, mixing, batches, key, execution=how)
 
     return train_round
 
 
-def _compile_round(c, algorithm_with, args, root, placement, params, jit_kwargs):
-    """The compiled round and its execution plan (``config.execution.strategy``)."""
+def _compile_round(c, algorithm, args, root, placement, params, jit_kwargs):
+    """The compiled round and its execution plan (``config.execution``): the one algorithm,
+    its clients mapped with the configured strategy, or the one "auto" picks."""
     round_for = lambda strategy, chunk: _round_with_batches(
-        c, algorithm_with(strategy, chunk), root, placement
+        c, algorithm, root, placement, clients.Execution(strategy, chunk, c.execution.unroll)
     )
     if c.execution.strategy != "auto":
         plan = execution.ExecutionPlan(c.execution.strategy, c.execution.chunk_size)
@@ -394,7 +402,7 @@ def _compile_round(c, algorithm_with, args, root, placement, params, jit_kwargs)
     budget = int(budget_gb * 2**30) if budget_gb else execution.default_memory_budget()
     if jax.default_backend() == "cpu":
         budget //= placement.devices  # CPU devices share the host's memory
-    per_device = algorithm_with("vmap", None).cohort_size // placement.devices
+    per_device = algorithm.cohort_size // placement.devices
     return execution.compile_round(
         round_for,
         args,
@@ -411,9 +419,9 @@ def _model(c: ml_collections.ConfigDict, dataset: data_lib.FederatedDataset, key
     if c.model != PRETRAINED:
         model = models.make_model(c.model, dataset.num_classes)
         return model, models.init_params(model, dataset.input_shape, key)
-    spec = registry.spec(c.algorithm)
+    spec = specs.spec(c.algorithm)
     if spec.model is None:
-        tuners = [n for n in registry.available_algorithms() if registry.spec(n).model]
+        tuners = [n for n in specs.available_algorithms() if specs.spec(n).model]
         raise ValueError(
             f"config.model='pretrained' tunes a pre-trained model, which {c.algorithm} does not "
             f"do; expected a model of {models.available_models()}, or one of the algorithms "
@@ -425,7 +433,8 @@ def _model(c: ml_collections.ConfigDict, dataset: data_lib.FederatedDataset, key
 def build(config: ml_collections.ConfigDict) -> Experiment:
     """Builds the data, model, algorithm and jitted round of ``config`` (no files written).
 
-    The config is resolved first (:func:`fedjax_lab.config.resolve`).
+    The config is resolved first, once (:func:`fedjax_lab.specs.config.resolve`), and the
+    algorithm built once; how its clients run (``config.execution``) is handed to its round.
     """
     c = config_lib.resolve(config)
     _check_config(c)
@@ -436,25 +445,20 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     apply_fn = lambda params, x: model.apply({"params": params}, x)
     loss_fn = objectives.cross_entropy_loss(apply_fn)
 
-    def algorithm_with(strategy: str, chunk_size: int | None) -> base.Algorithm:
-        resolved = config_lib.update(c, execution={"strategy": strategy, "chunk_size": chunk_size})
-        return registry.build_algorithm(resolved, loss_fn)
-
-    probe = algorithm_with("vmap", None)
-    mixing = _Mixing(c) if probe.decentralized else None
+    algorithm = specs.registry.build_resolved(c, loss_fn)
+    mixing = _Mixing(c) if algorithm.decentralized else None
     if mixing is not None:
-        topology_lib.check_stochastic(mixing.topology, probe.mixing_stochastic, probe.name)
+        topology_lib.check_stochastic(mixing.topology, algorithm.mixing_stochastic, algorithm.name)
     mixing_at = mixing if mixing else (lambda round_index: None)
-    placement = _Placement(_client_mesh(c, probe.cohort_size), c.num_clients)
-    dataset, initial_state = placement.place(dataset, probe.init(params))
+    placement = _Placement(_client_mesh(c, algorithm.cohort_size), algorithm)
+    dataset, initial_state = placement.place(dataset, algorithm.init(params))
     jit_kwargs = placement.jit_kwargs(initial_state, dataset.train)
     round_args = (initial_state, mixing_at(0), dataset.train, jnp.int32(0))
     with placement.context():
         train_round, plan = _compile_round(
-            c, algorithm_with, round_args, root, placement, params, jit_kwargs
+            c, algorithm, round_args, root, placement, params, jit_kwargs
         )
         plan = plan._replace(devices=placement.devices)
-        algorithm = algorithm_with(plan.strategy, plan.chunk_size)
         evaluate = (
             jax.jit(
                 lambda state, test_data: metrics_lib.evaluate(
@@ -496,10 +500,10 @@ def run(
     """Runs the experiment described by ``config`` and records it in ``workdir``.
 
     Args:
-      config: the config (:func:`fedjax_lab.config.get_config` and overrides); it is
+      config: the config (:func:`fedjax_lab.specs.config.get_config` and overrides); it is
         resolved first, and ``config.json`` records the resolved values.
       workdir: the run directory, locked while the run is active
-        (:mod:`fedjax_lab.locking`). A workdir that already holds a run is refused unless
+        (:mod:`fedjax_lab.runner.locking`). A workdir that already holds a run is refused unless
         ``resume`` (continue from its newest intact checkpoint; the config must equal the
         stored one, except ``rounds``, which may grow to extend a finished run) or
         ``overwrite`` (delete the old run's records first).
@@ -515,10 +519,10 @@ def run(
     Raises:
       FloatingPointError: when the training loss becomes NaN or infinite; the message names
         the round, and the checkpoints saved before it stay usable.
-      fedjax_lab.locking.WorkdirBusy: another live process holds the workdir.
-      fedjax_lab.checkpoints.NoIntactCheckpoint: resuming, and no checkpoint is intact.
-      fedjax_lab.stopping.RunInterrupted: SIGTERM or SIGINT stopped the run after saving a
-        checkpoint of its last completed round (see :mod:`fedjax_lab.stopping`).
+      fedjax_lab.runner.locking.WorkdirBusy: another live process holds the workdir.
+      fedjax_lab.runner.checkpoints.NoIntactCheckpoint: resuming, and no checkpoint is intact.
+      fedjax_lab.runner.stopping.RunInterrupted: SIGTERM or SIGINT stopped the run after saving a
+        checkpoint of its last completed round (see :mod:`fedjax_lab.runner.stopping`).
     """
     exp = build(config)
     primary = jax.process_index() == 0  # the process that writes records and holds the lock
