@@ -17,6 +17,11 @@ steps of size ``eta`` from the global ``x``:
   ``h -= (alpha/N) sum_S (y_i - x)``, from zero).
 * **FedProx**: ``y <- y - eta (g(y) + mu (y - x))``; ``x <- mean_S y_i``.
 
+The per-client state lives with the server, for every client (as FedSpeed's corrections
+do): a client receives what its steps need with the model. ``models_sent`` counts the
+models (2 per client of the cohort); SCAFFOLD's control variate ``c - c_i``, a third
+model-sized tensor per client, is not counted in ``bytes_communicated``.
+
 References:
   Karimireddy et al., "SCAFFOLD: Stochastic Controlled Averaging for Federated Learning",
   ICML 2020. Acar et al., "Federated Learning Based on Dynamic Regularization", ICLR 2021.

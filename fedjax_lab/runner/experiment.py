@@ -66,7 +66,6 @@ from fedjax_lab.runner import records
 from fedjax_lab.runner import stopping
 
 GOSSIP_MODES = ("auto", "dense", "sparse")
-PRETRAINED = "pretrained"  # config.model: the algorithm's pre-trained model (zo.model)
 SHARD_MODES = ("auto", "yes", "no")
 
 
@@ -416,7 +415,7 @@ def _compile_round(c, algorithm, args, root, placement, params, jit_kwargs):
 def _model(c: ml_collections.ConfigDict, dataset: data_lib.FederatedDataset, key: jax.Array):
     """The run's flax module and initial parameters: ``config.model`` from its
     initialization, or the algorithm's pre-trained model (``config.model = "pretrained"``)."""
-    if c.model != PRETRAINED:
+    if c.model != specs.registry.PRETRAINED:
         model = models.make_model(c.model, dataset.num_classes)
         return model, models.init_params(model, dataset.input_shape, key)
     spec = specs.spec(c.algorithm)

@@ -57,7 +57,7 @@ _SPECS: dict[str, base.AlgorithmSpec] = {
 # Sections whose keys belong to the algorithm: a key of them it does not read must keep its
 # default. (The runner reads the rest: data, model, topology, execution.)
 ALGORITHM_SECTIONS = ("local", "sam", "server", "communication")
-PRETRAINED = "pretrained"  # config.model: the algorithm's pre-trained model
+PRETRAINED = "pretrained"  # config.model: the algorithm's pre-trained model (zo.model)
 RUNNER_KEYS = (
     "local.steps",
     "local.batch_size",
