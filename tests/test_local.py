@@ -13,7 +13,7 @@ from fedjax_lab import local
 from fedjax_lab import objectives
 from fedjax_lab import partition
 from fedjax_lab import transforms
-from tests import numpy_reference as ref
+from tests.helpers import numpy_reference as ref
 
 K, B, D, C = 6, 5, 4, 3
 

@@ -2,8 +2,8 @@
 
 The device count of a process is fixed when JAX starts, and this pytest process already
 runs JAX on one device, so the sharded runs happen in fresh interpreters
-(``tests/multihost_worker.py``): one process with 8 host-platform devices, and two processes
-joined through ``jax.distributed.initialize`` on a loopback coordinator with gloo
+(``tests/helpers/multihost_worker.py``): one process with 8 host-platform devices, and two
+processes joined through ``jax.distributed.initialize`` on a loopback coordinator with gloo
 collectives and 2 devices each (4 global devices). All three start together and each
 writes a JSON report; the tests below read the reports.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -25,10 +24,12 @@ import numpy as np
 import pytest
 
 from fedjax_lab import sharding
+from tests.helpers.devices import REPO
+from tests.helpers.devices import TIMEOUT_S
+from tests.helpers.devices import run_on_8_devices
+from tests.helpers.devices import worker_env
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-WORKER = REPO / "tests" / "multihost_worker.py"
-TIMEOUT_S = 240  # for all workers together; generous, for a loaded 2-core CI machine
+WORKER = REPO / "tests" / "helpers" / "multihost_worker.py"
 PEER_GRACE_S = 30  # how long one multi-host process may outlive its peer
 TOLERANCE = 1e-6
 GOSSIP_CASES = ("dfedsam_dense", "dfedsam_sparse")
@@ -42,28 +43,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _worker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-def _run_on_8_devices(script: str, *args: str) -> dict:
-    """Runs ``script`` in a fresh interpreter with 8 host devices; its last line as JSON."""
-    env = _worker_env()
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _run_workers(
@@ -83,7 +62,7 @@ def _run_workers(
                 procs[name] = subprocess.Popen(
                     [sys.executable, *program, *args],
                     cwd=REPO,
-                    env=_worker_env(),
+                    env=worker_env(),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -299,7 +278,7 @@ print(json.dumps(out))
 
 
 def test_sharded_experiment_matches_the_unsharded_one(tmp_path):
-    out = _run_on_8_devices(EXPERIMENT_SCRIPT, str(tmp_path / "run"))
+    out = run_on_8_devices(EXPERIMENT_SCRIPT, str(tmp_path / "run"))
     # dfedsam: the population is split over the 8 devices; fedavg's global model is replicated.
     # fedkseed: local steps with no gradient at all, in each device's share of the clients.
     assert out["dfedsam_devices"] == 8 and out["fedavg_devices"] == 8
@@ -361,7 +340,7 @@ print(json.dumps(out))
 
 
 def test_map_clients_and_circulant_gossip_stay_local_to_each_device():
-    out = _run_on_8_devices(MAP_CLIENTS_SCRIPT)
+    out = run_on_8_devices(MAP_CLIENTS_SCRIPT)
     circulant = out.pop("circulant_gossip")
     assert circulant["diff"] < 1e-5 and circulant["all_gathers"] == 0, circulant
     assert circulant["out_devices"] == 8, circulant

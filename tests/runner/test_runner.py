@@ -22,23 +22,10 @@ from fedjax_lab.pretrained import make
 from fedjax_lab.runner import checkpoints
 from fedjax_lab.runner import experiment
 from fedjax_lab.runner import records
+from tests.helpers.configs import RESUMABLE_OVERRIDES
+from tests.helpers.configs import resumable_config
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SMALL = [
-    "num_clients=6",
-    "local.steps=3",
-    "local.batch_size=8",
-    "eval_every=3",
-    "checkpoint_every=2",
-    "keep_checkpoints=2",
-    "data.test_examples_per_client=20",
-    "progress=false",
-]
-
-
-def small_config(values=None, **kwargs):
-    c = config_lib.apply_overrides(config_lib.get_config(), SMALL)
-    return config_lib.update(c, values, **kwargs)
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def cli(*args):
@@ -62,7 +49,7 @@ def kill_after_checkpoint(process, workdir, round_index):
 
 def test_killed_run_resumes_to_the_same_fingerprint(tmp_path):
     flags = ["--rounds", "40", "--set", "algorithm=dfedsam"]
-    for item in SMALL:
+    for item in RESUMABLE_OVERRIDES:
         flags += ["--set", item]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert cli("run", "--workdir", str(straight), *flags).wait(timeout=300) == 0
@@ -78,20 +65,20 @@ def test_killed_run_resumes_to_the_same_fingerprint(tmp_path):
 
 
 def test_resume_refuses_a_different_config(tmp_path):
-    experiment.run(small_config(rounds=2), tmp_path)
+    experiment.run(resumable_config(rounds=2), tmp_path)
     with pytest.raises(ValueError, match="sam.rho: stored 0.05, given 0.5"):
-        experiment.run(small_config({"sam.rho": 0.5}, rounds=2), tmp_path, resume=True)
+        experiment.run(resumable_config({"sam.rho": 0.5}, rounds=2), tmp_path, resume=True)
     with pytest.raises(FileNotFoundError, match="Nothing to resume"):
-        experiment.run(small_config(rounds=2), tmp_path / "empty", resume=True)
+        experiment.run(resumable_config(rounds=2), tmp_path / "empty", resume=True)
     # Resuming a finished run changes nothing.
     first = json.loads((tmp_path / "summary.json").read_text())
-    again = experiment.run(small_config(rounds=2, progress=True), tmp_path, resume=True)
+    again = experiment.run(resumable_config(rounds=2, progress=True), tmp_path, resume=True)
     assert again["params_sha256"] == first["params_sha256"]
     assert again["resumed_from"] == 2
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    config = small_config(
+    config = resumable_config(
         {"local.learning_rate": 100.0}, rounds=30, checkpoint_every=1, eval_every=1
     )
     with pytest.raises(FloatingPointError, match=r"in round (\d+).*last good checkpoint") as info:
@@ -109,7 +96,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_tensorboard_events_are_written(tmp_path):
-    experiment.run(small_config(rounds=3), tmp_path)
+    experiment.run(resumable_config(rounds=3), tmp_path)
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 100
     raw = events[0].read_bytes()
@@ -162,14 +149,14 @@ def test_config_file_errors(tmp_path):
 
 
 def test_checkpoints_can_be_switched_off(tmp_path):
-    experiment.run(small_config(rounds=3, checkpoint_every=0), tmp_path)
+    experiment.run(resumable_config(rounds=3, checkpoint_every=0), tmp_path)
     assert not list((tmp_path / "checkpoints").glob("*"))
     with pytest.raises(ValueError, match="checkpoint_every >= 0"):
-        experiment.run(small_config(checkpoint_every=-1), tmp_path / "other")
+        experiment.run(resumable_config(checkpoint_every=-1), tmp_path / "other")
 
 
 def test_build_gives_a_steppable_experiment():
-    exp = experiment.build(small_config(rounds=2))
+    exp = experiment.build(resumable_config(rounds=2))
     state, metrics = exp.train_round(exp.initial_state, 0)
     assert int(state.round) == 1 and np.isfinite(float(metrics["train_loss"]))
     evaluated = exp.evaluate(state)
@@ -180,7 +167,7 @@ def test_build_gives_a_steppable_experiment():
 
 
 def test_an_algorithms_metrics_bytes_and_host_hook_reach_the_records(tmp_path):
-    from tests import toy_algorithm
+    from tests.helpers import toy_algorithm
 
     toy_algorithm.ensure_registered()
     summary = experiment.run(toy_algorithm.small_config(rounds=3), tmp_path)
@@ -198,7 +185,9 @@ def test_an_algorithms_metrics_bytes_and_host_hook_reach_the_records(tmp_path):
 
 def test_a_host_hooks_state_survives_kill_and_resume(tmp_path):
     def toy(workdir, *flags):
-        command = [sys.executable, "-m", "tests.toy_algorithm", str(workdir), "60", *flags]
+        command = [
+            sys.executable, "-m", "tests.helpers.toy_algorithm", str(workdir), "60", *flags
+        ]
         return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"

@@ -7,7 +7,7 @@ import pytest
 
 from fedjax_lab import algorithms
 from fedjax_lab import objectives
-from tests import reference_server_variants as ref
+from tests.helpers import reference_server_variants as ref
 
 N, M, K, B, D, C = 7, 3, 4, 8, 5, 3
 LR, ROUNDS = 0.2, 5

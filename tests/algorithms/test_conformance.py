@@ -13,86 +13,19 @@ import json
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 
 from fedjax_lab import algorithms
 from fedjax_lab import clients
-from fedjax_lab.specs import config as config_lib
-from fedjax_lab import data
-from fedjax_lab import objectives
 from fedjax_lab import specs
 from fedjax_lab import transforms
 from fedjax_lab.runner import cli
 from fedjax_lab.runner import records
 from fedjax_lab.transforms import pruning
-from tests import numpy_reference as ref
-from tests import test_sharding
-
-N, B, D, C = 8, 4, 6, 3
-DEFAULT_STEPS = 3
-
-
-def apply_fn(params, x):
-    return x @ params["hidden"]["w"] + params["head"]["b"]
-
-
-LOSS = objectives.cross_entropy_loss(apply_fn)
-
-
-SMALL = {
-    "server.clients_per_round": 4,
-    "local.learning_rate": 0.2,
-    "personal.head_steps": 1,
-    "personal.body_steps": DEFAULT_STEPS - 1,
-}
-
-
-def small_config(name):
-    """The algorithm's defaults on N clients, with the small settings it reads."""
-    c = config_lib.update(config_lib.get_config(name), num_clients=N)
-    c = config_lib.update(c, {"local.steps": DEFAULT_STEPS})  # for those that fix their steps
-    read = specs.registry.keys_read(c)
-    return config_lib.resolve(config_lib.update(c, {k: v for k, v in SMALL.items() if k in read}))
-
-
-@functools.cache
-def pretrained_problem(name):
-    """An algorithm that tunes a pre-trained model is checked on that model: its module and
-    initial parameters from the spec, inputs shaped like its dataset's."""
-    c = small_config(name)
-    if c.model != "pretrained":
-        return None
-    classes, shape = data.task_shape(c.dataset)
-    spec = specs.spec(name)
-    module, params = spec.model(c, classes, shape, jax.random.key(0))
-    loss = objectives.cross_entropy_loss(lambda p, x: module.apply({"params": p}, x))
-    return loss, params, shape, classes
-
-
-def build(name):
-    problem = pretrained_problem(name)
-    loss = LOSS if problem is None else problem[0]
-    return specs.build_algorithm(small_config(name), loss)
-
-
-def inputs(alg, seed=0):
-    rng = np.random.default_rng(seed)
-    params = {
-        "hidden": {"w": rng.normal(size=(D, C)).astype(np.float32) * 0.5},
-        "head": {"b": rng.normal(size=(C,)).astype(np.float32) * 0.1},
-    }
-    shape, classes = (D,), C
-    if (problem := pretrained_problem(alg.name)) is not None:
-        _, params, shape, classes = problem
-    k, m = alg.local_steps or DEFAULT_STEPS, alg.cohort_size
-    batches = {
-        "x": rng.normal(size=(m, k, B, *shape)).astype(np.float32),
-        "y": rng.integers(0, classes, size=(m, k, B)).astype(np.int32),
-    }
-    mixing = jnp.asarray(ref.ring_matrix(N), jnp.float32) if alg.decentralized else None
-    return alg.init(params), mixing, batches
+from tests.helpers.conformance import build
+from tests.helpers.conformance import inputs
+from tests.helpers.devices import run_on_8_devices
 
 
 def run_rounds(round_fn, alg, rounds=2):
@@ -198,7 +131,7 @@ SHARDED_SCRIPT = """
 import json, jax, jax.numpy as jnp, numpy as np
 from fedjax_lab import algorithms, sharding, specs
 import sys
-from tests import test_conformance as t
+from tests.helpers import conformance as t
 assert jax.device_count() == 8
 mesh = sharding.client_mesh()
 out = {}
@@ -219,7 +152,7 @@ SHARDED_PARTS = 2  # one process per part, so parallel test processes share the 
 
 @pytest.mark.parametrize("part", range(SHARDED_PARTS))
 def test_sharded_rounds_on_8_devices_equal_one_device(part):
-    report = test_sharding._run_on_8_devices(SHARDED_SCRIPT, str(part), str(SHARDED_PARTS))
+    report = run_on_8_devices(SHARDED_SCRIPT, str(part), str(SHARDED_PARTS))
     assert set(report) == set(NAMES[part::SHARDED_PARTS])
     for name, diff in report.items():
         assert diff < ROUND_TOLERANCE.get(name, 1e-5), (name, diff)

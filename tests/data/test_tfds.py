@@ -9,7 +9,7 @@ import pytest
 
 from fedjax_lab import data
 from fedjax_lab.data import tfds_sources
-from tests import fake_tfds
+from tests.helpers import fake_tfds
 
 tfds = pytest.importorskip("tensorflow_datasets")
 

@@ -1,6 +1,6 @@
 """Smoke tests of the full-scale configs (each paper's main setting, ``experiments/*.py``,
 the ``full`` scale of the claims): every member of every claim resolves at full scale, and
-each config trains one tiny round end to end on fake TFDS data (``tests/fake_tfds.py``),
+each config trains one tiny round end to end on fake TFDS data (``tests/helpers/fake_tfds.py``),
 never downloading; a frozen pre-trained model is made by its recipe in one step."""
 
 import pathlib
@@ -14,12 +14,12 @@ from fedjax_lab import pretrained
 from fedjax_lab.pretrained import make
 from fedjax_lab.runner import experiment
 from fedjax_lab.runner import reproduce
-from tests import fake_tfds
+from tests.helpers import fake_tfds
 
 pytest.importorskip("tensorflow_datasets")
 
 CLAIMS = reproduce.load_claims(
-    pathlib.Path(__file__).resolve().parents[1] / "experiments" / "claims.py"
+    pathlib.Path(__file__).resolve().parents[2] / "experiments" / "claims.py"
 )
 FULL = sorted(
     {

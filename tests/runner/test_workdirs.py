@@ -3,6 +3,7 @@ graceful stop and failed saves."""
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -18,9 +19,10 @@ from fedjax_lab.runner import cli
 from fedjax_lab.runner import experiment
 from fedjax_lab.runner import locking
 from fedjax_lab.runner import records
-from tests.test_runner import REPO
-from tests.test_runner import SMALL
-from tests.test_runner import small_config
+from tests.helpers.configs import RESUMABLE_OVERRIDES
+from tests.helpers.configs import resumable_config
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def summary(workdir):
@@ -34,8 +36,8 @@ def run_cli(*args):
 def test_a_finished_run_extends_to_more_rounds(tmp_path, capsys):
     straight, extended = tmp_path / "straight", tmp_path / "extended"
     c = dict(eval_every=2, checkpoint_every=3)
-    experiment.run(small_config(rounds=10, **c), straight)
-    experiment.run(small_config(rounds=6, **c), extended)
+    experiment.run(resumable_config(rounds=10, **c), straight)
+    experiment.run(resumable_config(rounds=6, **c), extended)
     flags = ["--workdir", str(extended), "--resume"]
     assert run_cli(*flags, "--rounds", "10") == 0
     assert summary(extended)["params_sha256"] == summary(straight)["params_sha256"]
@@ -77,7 +79,7 @@ def test_a_live_workdir_is_refused_and_a_stale_lock_is_taken_over(tmp_path, caps
         holder.wait()
     # The holder is gone: its lock is stale and the next run takes it over.
     assert json.loads((workdir / "lock").read_text())["pid"] == holder.pid
-    experiment.run(small_config(rounds=1), workdir)
+    experiment.run(resumable_config(rounds=1), workdir)
     assert f"took over the stale lock of pid {holder.pid}" in capsys.readouterr().err
     assert (workdir / "lock").read_text() == ""  # released
 
@@ -92,7 +94,7 @@ def test_the_lock_refuses_a_second_holder_in_the_same_process(tmp_path):
 def finished_run(tmp_path):
     straight = tmp_path / "straight"
     experiment.run(
-        small_config(rounds=6, eval_every=2, checkpoint_every=2, keep_checkpoints=3), straight
+        resumable_config(rounds=6, eval_every=2, checkpoint_every=2, keep_checkpoints=3), straight
     )
     assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["2", "4", "6"]
     return straight
@@ -187,7 +189,7 @@ def test_a_save_that_fails_half_way_leaves_the_older_checkpoints(tmp_path, monke
 
 
 def test_sigterm_saves_the_last_round_and_the_run_resumes(tmp_path):
-    flags = ["--rounds", "40"] + [a for item in SMALL for a in ("--set", item)]
+    flags = ["--rounds", "40"] + [a for item in RESUMABLE_OVERRIDES for a in ("--set", item)]
     flags += ["--set", "checkpoint_every=100"]  # only the graceful stop saves before the end
 
     def start(workdir, *more):

@@ -3,7 +3,8 @@
 Each is written straight from its paper's update rule, per client, with plain Python loops over
 the clients of the cohort and over the local steps, in float64 and without JAX, so that the JAX
 implementations can be tested against them. The model and its hand-written gradient are the
-multinomial logistic regression of ``tests/numpy_reference.py`` (params {"w": [d, C], "b": [C]}).
+multinomial logistic regression of ``tests/helpers/numpy_reference.py`` (params
+{"w": [d, C], "b": [C]}).
 
 Shared conventions: N clients and a server model ``x`` (a dict of arrays). In a round the cohort
 ``ids`` (a list of distinct client ids) trains; slot ``s`` of the cohort (client ``ids[s]``) uses
@@ -14,12 +15,12 @@ the inputs are not modified), and keeps the state of the clients outside the coh
 with changing cohorts can be chained.
 
 Not a test module (no ``test_`` prefix); ``_self_check()`` checks a few identities by hand:
-``python -c "from tests import reference_server_variants as r; r._self_check()"``.
+``python -c "from tests.helpers import reference_server_variants as r; r._self_check()"``.
 """
 
 import numpy as np
 
-from tests import numpy_reference as ref
+from tests.helpers import numpy_reference as ref
 
 
 def _copy(tree):

@@ -24,7 +24,7 @@ from fedjax_lab.specs import zeroth_order as zo_specs
 from fedjax_lab.black_box import BlackBoxDifferentiationError
 from fedjax_lab.runner import experiment
 from fedjax_lab.transforms import zeroth_order as zo
-from tests import numpy_reference as ref
+from tests.helpers import numpy_reference as ref
 
 N, M, K, B, D, C = 6, 3, 4, 5, 4, 3
 POOL = 3

@@ -15,7 +15,7 @@ from fedjax_lab.runner.reproduce import Close
 from fedjax_lab.runner.reproduce import GainExceeds
 from fedjax_lab.runner.reproduce import Ordered
 
-CLAIMS_FILE = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "claims.py"
+CLAIMS_FILE = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "claims.py"
 TINY = ["num_clients=8", "rounds=3", "server.clients_per_round=8", "checkpoint_every=1"]
 
 # Built to fail: tiny steps do not beat ordinary ones.

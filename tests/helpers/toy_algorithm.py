@@ -2,8 +2,9 @@
 
 It is FedAvg plus: a metric of its own (``toy_metric``), a second kind of message
 (``seeds_sent``, 8 bytes each, 3 per sampled client) and a host hook whose state counts the
-rounds and sums the training losses. ``python -m tests.toy_algorithm WORKDIR [--resume]``
-runs it from the command line's code path (used by the kill -9 test).
+rounds and sums the training losses.
+``python -m tests.helpers.toy_algorithm WORKDIR ROUNDS [--resume]`` runs it from the command
+line's code path (used by the kill -9 test).
 """
 
 import dataclasses
@@ -13,13 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedjax_lab import clients
-
-from fedjax_lab.specs import config as config_lib
 from fedjax_lab.algorithms import base
 from fedjax_lab.specs import base as spec_base
 from fedjax_lab.specs import registry
 from fedjax_lab.algorithms import server
 from fedjax_lab.runner import experiment
+from tests.helpers import configs
 
 SEED_BYTES = 8
 
@@ -69,21 +69,16 @@ def ensure_registered():
 
 
 def small_config(rounds=4, **values):
-    return config_lib.update(
-        config_lib.get_config("toy"),
-        {
-            "num_clients": 6,
-            "rounds": rounds,
-            "eval_every": 1,
-            "checkpoint_every": 1,
-            "progress": False,
-            "local.steps": 2,
-            "local.batch_size": 8,
-            "data.test_examples_per_client": 20,
-            "server.clients_per_round": 2,
-            **values,
-        },
-    )
+    """The toy algorithm on the small config, evaluated and checkpointed every round."""
+    toy = {
+        "algorithm": "toy",
+        "rounds": rounds,
+        "eval_every": 1,
+        "checkpoint_every": 1,
+        "local.steps": 2,
+        "server.clients_per_round": 2,
+    }
+    return configs.small_config(toy, **values)
 
 
 if __name__ == "__main__":

@@ -12,44 +12,19 @@ import pytest
 from fedjax_lab import algorithms
 from fedjax_lab import clients
 from fedjax_lab import gossip
-from fedjax_lab import objectives
-from tests import numpy_reference as ref
-
-N, K, B, D, C = 5, 3, 4, 6, 3
-LR = 0.3
-
-
-def apply_fn(params, x):
-    return x @ params["w"] + params["b"]
-
-
-LOSS = objectives.cross_entropy_loss(apply_fn)
-
-
-def problem(num_batches=N, seed=0):
-    rng = np.random.default_rng(seed)
-    params = {
-        "w": rng.normal(size=(D, C)).astype(np.float32) * 0.5,
-        "b": rng.normal(size=(C,)).astype(np.float32) * 0.1,
-    }
-    batches = {
-        "x": rng.normal(size=(num_batches, K, B, D)).astype(np.float32),
-        "y": rng.integers(0, C, size=(num_batches, K, B)).astype(np.int32),
-    }
-    return params, batches
-
-
-def as64(tree):
-    return {k: np.asarray(v, np.float64) for k, v in tree.items()}
+from tests.helpers import numpy_reference as ref
+from tests.helpers.problems import C
+from tests.helpers.problems import D
+from tests.helpers.problems import LOSS
+from tests.helpers.problems import LR
+from tests.helpers.problems import N
+from tests.helpers.problems import as64
+from tests.helpers.problems import assert_close
+from tests.helpers.problems import problem
 
 
 def unstack(stacked):
     return [{k: np.asarray(v[i]) for k, v in stacked.items()} for i in range(N)]
-
-
-def assert_close(actual, expected, atol=2e-5):
-    for k in expected:
-        np.testing.assert_allclose(np.asarray(actual[k]), expected[k], atol=atol, rtol=1e-4)
 
 
 SERVER_CASES = {

@@ -18,13 +18,13 @@ from fedjax_lab.randomness import Stream
 from fedjax_lab.randomness import stream
 from fedjax_lab.runner import experiment
 from fedjax_lab.runner import records
-from tests import numpy_reference as ref
-from tests.test_algorithms import LOSS
-from tests.test_algorithms import N
-from tests.test_algorithms import as64
-from tests.test_algorithms import assert_close
-from tests.test_algorithms import problem
-from tests.test_runner import small_config
+from tests.helpers import numpy_reference as ref
+from tests.helpers.configs import resumable_config
+from tests.helpers.problems import LOSS
+from tests.helpers.problems import N
+from tests.helpers.problems import as64
+from tests.helpers.problems import assert_close
+from tests.helpers.problems import problem
 
 LABELS = {"w": "shared", "b": "personal"}  # the test model's bias is its "head"
 HEAD_LR, BODY_LR = 0.2, 0.4
@@ -120,7 +120,7 @@ def test_a_partition_without_a_shared_or_personal_part_is_an_error():
 
 
 def test_personalized_runs_report_each_clients_own_accuracy(tmp_path):
-    c = small_config(
+    c = resumable_config(
         {"algorithm": "dfedalt", "data.partition": "pathological"}, rounds=3, eval_every=3
     )
     summary = experiment.run(c, tmp_path)
@@ -243,7 +243,7 @@ def test_the_wrong_stochasticity_is_an_error():
             LOSS, optax.sgd(0.1), optax.sgd(0.1), order="gossip_then_train", **kwargs
         )
     # In a run, the topology's kind is checked before anything is compiled.
-    c = small_config({"algorithm": "dfedpgp", "communication.topology": "random_in_neighbours"})
+    c = resumable_config({"algorithm": "dfedpgp", "communication.topology": "random_in_neighbours"})
     with pytest.raises(ValueError, match="random_in_neighbours"):
         experiment.build(c)
 

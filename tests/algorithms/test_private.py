@@ -17,13 +17,13 @@ from fedjax_lab.algorithms import cohorts
 from fedjax_lab.specs import base as spec_base
 from fedjax_lab.runner import experiment
 from fedjax_lab.runner import records
-from tests import numpy_reference as ref
-from tests.test_algorithms import LOSS
-from tests.test_algorithms import LR
-from tests.test_algorithms import as64
-from tests.test_algorithms import assert_close
-from tests.test_algorithms import problem
-from tests.test_runner import small_config
+from tests.helpers import numpy_reference as ref
+from tests.helpers.configs import resumable_config
+from tests.helpers.problems import LOSS
+from tests.helpers.problems import LR
+from tests.helpers.problems import as64
+from tests.helpers.problems import assert_close
+from tests.helpers.problems import problem
 
 N = 5
 
@@ -112,7 +112,7 @@ def test_poisson_rounds_carry_the_central_noise_whatever_the_cohort_size(n, m):
 
 
 def test_dp_runs_report_epsilon_as_the_accountant_computes_it(tmp_path):
-    c = small_config(
+    c = resumable_config(
         {"algorithm": "dp_fedsam", "server.clients_per_round": 3}, rounds=3, eval_every=1
     )
     summary = experiment.run(c, tmp_path)
@@ -147,7 +147,7 @@ def test_target_epsilon_stops_before_the_round_that_would_exceed_it(tmp_path):
     mech = privacy.Mechanism(0.95, 6, 3, "poisson")
     eps = [privacy.epsilon(mech, t, 5e-3) for t in range(1, 8)]
     target = (eps[3] + eps[4]) / 2  # 4 rounds fit, the 5th would not
-    c = small_config(
+    c = resumable_config(
         {"algorithm": "dp_fedavg", "server.clients_per_round": 3, "dp.target_epsilon": target},
         rounds=7,
         eval_every=3,
@@ -184,7 +184,9 @@ def test_per_tensor_clipping_scales_the_noise_to_its_sensitivity():
 
 
 def test_weight_decay_adds_its_term_to_the_local_gradient():
-    c = config_lib.resolve(small_config({"local.weight_decay": 0.1, "local.learning_rate": 0.5}))
+    c = config_lib.resolve(
+        resumable_config({"local.weight_decay": 0.1, "local.learning_rate": 0.5})
+    )
     params = {"w": jnp.asarray([1.0, -2.0])}
     grads = {"w": jnp.asarray([0.3, 0.3])}
     for make in (spec_base.local_sgd, spec_base.local_sam_sgd):

@@ -10,29 +10,16 @@ from fedjax_lab.specs import config as config_lib
 from fedjax_lab import gossip as gossip_lib
 from fedjax_lab.runner import cli
 from fedjax_lab.runner import experiment
+from tests.helpers.configs import small_config
 
-
-def small_config(**values):
-    base = {
-        "num_clients": 6,
-        "rounds": 3,
-        "local.steps": 2,
-        "local.batch_size": 8,
-        "eval_every": 2,
-        "data.test_examples_per_client": 20,
-        "progress": False,
-    }
-    base.update(values)
-    return config_lib.update(config_lib.get_config(), base)
-
-
+SHORT = {"rounds": 3, "local.steps": 2, "eval_every": 2}  # on top of the small config
 COHORT = {"fedavg": {"server.clients_per_round": 3}}  # a gossip round has no cohort
 
 
 @pytest.mark.parametrize("algorithm", ["dfedsam", "fedavg"])
 def test_run_writes_config_metrics_and_summary(tmp_path, algorithm):
     summary = experiment.run(
-        small_config(algorithm=algorithm, **COHORT.get(algorithm, {})), tmp_path
+        small_config(SHORT, algorithm=algorithm, **COHORT.get(algorithm, {})), tmp_path
     )
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["algorithm"] == algorithm and config["num_clients"] == 6
@@ -48,17 +35,17 @@ def test_run_writes_config_metrics_and_summary(tmp_path, algorithm):
 
 
 def test_same_seed_same_fingerprint_other_seed_differs(tmp_path):
-    a = experiment.run(small_config(), tmp_path / "a")
-    b = experiment.run(small_config(), tmp_path / "b")
-    c = experiment.run(small_config(seed=1), tmp_path / "c")
+    a = experiment.run(small_config(SHORT), tmp_path / "a")
+    b = experiment.run(small_config(SHORT), tmp_path / "b")
+    c = experiment.run(small_config(SHORT, seed=1), tmp_path / "c")
     assert a["params_sha256"] == b["params_sha256"] != c["params_sha256"]
 
 
 def test_existing_run_is_not_overwritten_silently(tmp_path):
-    experiment.run(small_config(rounds=1, eval_every=1), tmp_path)
+    experiment.run(small_config(SHORT, rounds=1, eval_every=1), tmp_path)
     with pytest.raises(FileExistsError, match="already holds a run"):
-        experiment.run(small_config(rounds=1, eval_every=1), tmp_path)
-    experiment.run(small_config(rounds=1, eval_every=1), tmp_path, overwrite=True)
+        experiment.run(small_config(SHORT, rounds=1, eval_every=1), tmp_path)
+    experiment.run(small_config(SHORT, rounds=1, eval_every=1), tmp_path, overwrite=True)
 
 
 def test_config_overrides_are_typed_and_typos_named():
@@ -164,12 +151,13 @@ def test_default_run_reaches_the_promised_accuracy(tmp_path):
 )
 def test_runs_on_time_varying_and_sparse_topologies(tmp_path, topology, gossip):
     c = small_config(
+        SHORT,
         **{
             "num_clients": 9,
             "communication.topology": topology,
             "communication.form": gossip,
             "communication.topology_k": 2 if topology == "random_in_neighbours" else None,
-        }
+        },
     )
     summary = experiment.run(c, tmp_path)
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -191,7 +179,8 @@ def test_runs_on_time_varying_and_sparse_topologies(tmp_path, topology, gossip):
 def test_gossip_auto_picks_the_mixing_form(topology, gossip, form):
     exp = experiment.build(
         small_config(
-            **{"num_clients": 64, "communication.topology": topology, "communication.form": gossip}
+            SHORT,
+            **{"num_clients": 64, "communication.topology": topology, "communication.form": gossip},
         )
     )
     assert isinstance(exp._mixing(0), form)
@@ -234,7 +223,7 @@ def test_resolution_keeps_explicit_values_and_is_idempotent():
 
 
 def test_a_run_whose_config_predates_new_keys_still_resumes(tmp_path):
-    experiment.run(small_config(rounds=2, checkpoint_every=1), tmp_path)
+    experiment.run(small_config(SHORT, rounds=2, checkpoint_every=1), tmp_path)
     stored = json.loads((tmp_path / "config.json").read_text())
     del stored["server"]["optimizer"], stored["execution"]["unroll"]  # keys added later
     (tmp_path / "config.json").write_text(json.dumps(stored))

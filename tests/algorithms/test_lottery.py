@@ -16,14 +16,14 @@ from fedjax_lab.algorithms import private
 from fedjax_lab.runner import experiment
 from fedjax_lab.runner import records
 from fedjax_lab.transforms import pruning
-from tests import numpy_reference as ref
-from tests.test_algorithms import LOSS
-from tests.test_algorithms import LR
-from tests.test_algorithms import N
-from tests.test_algorithms import as64
-from tests.test_algorithms import assert_close
-from tests.test_algorithms import problem
-from tests.test_runner import small_config
+from tests.helpers import numpy_reference as ref
+from tests.helpers.configs import resumable_config
+from tests.helpers.problems import LOSS
+from tests.helpers.problems import LR
+from tests.helpers.problems import N
+from tests.helpers.problems import as64
+from tests.helpers.problems import assert_close
+from tests.helpers.problems import problem
 
 SCHEDULE = pruning.PruningSchedule(target=0.5, rate=0.3, every=1)  # 0.3, then 0.5
 
@@ -152,7 +152,7 @@ def test_bytes_shrink_with_sparsity_and_a_run_records_them(tmp_path):
         assert float(metrics["sparsity"]) == pytest.approx(int(target * 18) / 18)
         sent[target] = total
     assert sent[0.0] > sent[0.5] > sent[0.9]
-    c = small_config(
+    c = resumable_config(
         {
             "algorithm": "fed_ltp",
             "ltp.target_sparsity": 0.9,
@@ -171,7 +171,7 @@ def test_bytes_shrink_with_sparsity_and_a_run_records_them(tmp_path):
 
 
 def test_fed_ltp_target_epsilon_stops_the_run(tmp_path):
-    c = small_config(
+    c = resumable_config(
         {"algorithm": "fed_ltp", "dp.noise_multiplier": 2.0, "dp.target_epsilon": 30.0},
         rounds=20,
     )

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from fedjax_lab import transforms
-from tests import numpy_reference as ref
+from tests.helpers import numpy_reference as ref
 
 
 def setup(seed=0):
