@@ -7,7 +7,7 @@
 * accuracy of the averaged model ``xbar = mean_i x_i`` on every client's test split, averaged;
 * consensus distance ``(1/N) sum_i ||x_i - xbar||^2``, over the shared part of the
   parameters when there is a personal part (personal parts are meant to differ);
-* communication: models sent times :func:`~fedjax_lab.algorithms.base.model_bytes`.
+* communication: models sent times :func:`~fedjax_lab.algorithms.communication.model_bytes`.
 """
 
 from __future__ import annotations
