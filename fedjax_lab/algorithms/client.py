@@ -18,7 +18,7 @@ A :class:`ClientUpdate` is a value made of
 .. math::
 
   y_i = \\mathrm{Phases}(x_i), \\qquad s_i = T(y_i - x_i), \\qquad
-  r_i \\leftarrow \\mathrm{Persistent.update}(r_i, x_i, y_i, s_i).
+  r_i \\leftarrow \\mathrm{Persistent.update}(r_i, (x_i, y_i, s_i, \\dots), \\text{context}).
 """
 
 from __future__ import annotations
