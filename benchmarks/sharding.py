@@ -12,7 +12,7 @@ Variants, all in one process over ``--devices`` host-platform devices:
 * ``unsharded``: plain ``jax.jit`` on one device (the baseline);
 * ``sharded-D``: state and client data split over a mesh of the first D devices
   (:mod:`fedjax_lab.sharding`), mixing replicated, batches constrained to the client split,
-  traced under ``jax.set_mesh`` as the experiment runner does.
+  with the mesh in ``clients.Execution(mesh=...)`` as the experiment runner does.
 
 On a CPU, host-platform devices run in parallel on the machine's cores (one XLA:CPU device
 runs these small per-client matmuls on one core), so up to one device per core is a speed-up
@@ -63,6 +63,7 @@ import jax  # after XLA_FLAGS is set
 import jax.numpy as jnp
 import numpy as np
 
+from fedjax_lab import clients
 from fedjax_lab import data
 from fedjax_lab import gossip
 from fedjax_lab import models
@@ -89,7 +90,8 @@ def make_round(algorithm, mesh, params, train):
         )
         if mesh is not None:
             batches = sharding.constrain(batches, mesh, algorithm.cohort_size)
-        return algorithm.round(state, mixing, batches, key)
+        # With the mesh in the execution value, each device maps its own clients.
+        return algorithm.round(state, mixing, batches, key, clients.Execution(mesh=mesh))
 
     if mesh is None:
         return jax.jit(train_round)
@@ -97,17 +99,11 @@ def make_round(algorithm, mesh, params, train):
     state_layout = sharding.client_shardings(
         jax.eval_shape(algorithm.init, params), mesh, algorithm.num_clients
     )
-    jitted = jax.jit(
+    return jax.jit(
         train_round,
         in_shardings=(state_layout, replicated, sharding.client_shardings(train, mesh), replicated),
         out_shardings=(state_layout, replicated),
     )
-
-    def call(*args):
-        with jax.set_mesh(mesh):  # as the experiment runner: each device maps its own clients
-            return jitted(*args)
-
-    return call
 
 
 def time_rounds(round_fn, state, mixing, train, place_index) -> float:

@@ -15,12 +15,12 @@ Per-client randomness comes from :func:`client_keys`, which folds each client's 
 the round key, so a client's key never depends on the strategy, the chunking or on which
 other clients take part in a round.
 
-Sharded clients: when the call is traced under a mesh with a ``"clients"`` axis
-(``jax.set_mesh(mesh)``, as :func:`fedjax_lab.sharding.sharded_round` and the experiment
-runner do) and ``N`` is divisible by that axis, the mapping runs inside
-``jax.shard_map``: every device applies the strategy to its own ``N / D`` clients. Without
-it, XLA's partitioner cannot split a ``lax.map`` loop over a sharded axis and would
-all-gather the clients, so every device would compute every client.
+Sharded clients: given a mesh with a ``"clients"`` axis (``Execution(mesh=...)``, as
+:func:`fedjax_lab.sharding.sharded_round` and the experiment runner pass it, or else the
+mesh the call is traced under, ``jax.set_mesh``) and ``N`` divisible by that axis, the
+mapping runs inside ``jax.shard_map``: every device applies the strategy to its own
+``N / D`` clients. Without it, XLA's partitioner cannot split a ``lax.map`` loop over a
+sharded axis and would all-gather the clients, so every device would compute every client.
 """
 
 from __future__ import annotations
@@ -63,14 +63,15 @@ class Execution:
       chunk_size: clients per chunk, required by (and only allowed with) ``"chunked"``.
       unroll: ``lax.scan`` unrolling of each client's local steps (unrolling helps
         convolutions on XLA:CPU).
-
-    The device mesh is the one the round is traced under (``jax.set_mesh``): with a
-    ``"clients"`` axis, each device maps its own clients.
+      mesh: a device mesh with a ``"clients"`` axis (:func:`fedjax_lab.sharding.client_mesh`):
+        each device maps its own clients. None: the mesh the round is traced under
+        (``jax.set_mesh``), if any; without one, every client runs where XLA places it.
     """
 
     strategy: str = "vmap"
     chunk_size: int | None = None
     unroll: int | bool = 1
+    mesh: Any = None
 
     def __post_init__(self):
         validate_strategy(self.strategy, self.chunk_size)
@@ -83,7 +84,12 @@ class Execution:
     def map(self, fn: Callable[..., Any], *args: Any, active: jax.Array | None = None) -> Any:
         """:func:`map_clients` with this strategy."""
         return map_clients(
-            fn, *args, strategy=self.strategy, chunk_size=self.chunk_size, active=active
+            fn,
+            *args,
+            strategy=self.strategy,
+            chunk_size=self.chunk_size,
+            active=active,
+            mesh=self.mesh,
         )
 
 
@@ -96,6 +102,7 @@ def map_clients(
     strategy: str = "vmap",
     chunk_size: int | None = None,
     active: jax.Array | None = None,
+    mesh: Any = None,
 ) -> Any:
     """Maps a single-client function over the leading client axis of ``args``.
 
@@ -108,6 +115,8 @@ def map_clients(
         or whole chunks (``"chunked"``) that are not active, whose outputs are then zeros
         (the caller discards them); ``"vmap"`` computes every client. A padded Poisson
         cohort puts its inactive slots last, so most of its padding costs nothing.
+      mesh: a mesh whose ``"clients"`` axis splits the clients over devices (each maps its
+        own inside ``jax.shard_map``); None: the mesh of ``jax.set_mesh``, if any.
 
     Returns:
       ``fn``'s outputs stacked along a new leading client axis.
@@ -125,7 +134,9 @@ def map_clients(
         return _map_skipping(fn, local_args, flags, batch_size or 1)
 
     mapped = args if active is None else (*args, active)
-    mesh = jax.sharding.get_abstract_mesh()
+    ambient = jax.sharding.get_abstract_mesh()
+    if mesh is None or _clients_manual(ambient):  # inside shard_map the clients are local
+        mesh = ambient
     devices = client_devices(mesh)
     if devices > 1 and num_clients(args) % devices == 0:
         return _map_sharded(local, mapped, mesh)
@@ -188,10 +199,16 @@ def client_devices(mesh: Any) -> int:
     """
     if mesh is None or mesh.empty or CLIENT_AXIS not in mesh.axis_names:
         return 1
-    axis_type = mesh.axis_types[mesh.axis_names.index(CLIENT_AXIS)]
-    if axis_type == jax.sharding.AxisType.Manual:
+    if _clients_manual(mesh):
         return 1
     return int(mesh.shape[CLIENT_AXIS])
+
+
+def _clients_manual(mesh: Any) -> bool:
+    if mesh is None or mesh.empty or CLIENT_AXIS not in mesh.axis_names:
+        return False
+    axis_type = mesh.axis_types[mesh.axis_names.index(CLIENT_AXIS)]
+    return axis_type == jax.sharding.AxisType.Manual
 
 
 def num_clients(tree: Any) -> int:

@@ -26,9 +26,7 @@ def per_client_accuracy(
     apply_fn: objectives.ApplyFn,
     client_params: Any,
     test: Any,
-    *,
-    strategy: str = "vmap",
-    chunk_size: int | None = None,
+    execution: clients.Execution = clients.VMAP,
 ) -> jax.Array:
     """float32 [N]: client i's model on client i's test examples.
 
@@ -36,20 +34,13 @@ def per_client_accuracy(
       apply_fn: ``(params, x) -> logits``.
       client_params: models stacked over N clients.
       test: a ``ClientArrays`` (``x [N, M, ...]``, ``y [N, M]``, ``num_examples [N]``).
+      execution: how the clients are mapped (:class:`fedjax_lab.clients.Execution`).
     """
 
     def one(params, x, y, n):
         return objectives.masked_accuracy(apply_fn, params, x, y, n)
 
-    return clients.map_clients(
-        one,
-        client_params,
-        test.x,
-        test.y,
-        test.num_examples,
-        strategy=strategy,
-        chunk_size=chunk_size,
-    )
+    return execution.map(one, client_params, test.x, test.y, test.num_examples)
 
 
 def consensus_distance(client_params: Any) -> jax.Array:
@@ -67,14 +58,14 @@ def evaluate(
     client_params: Any,
     test: Any,
     *,
-    strategy: str = "vmap",
-    chunk_size: int | None = None,
+    execution: clients.Execution = clients.VMAP,
     labels: Any = None,
 ) -> dict[str, jax.Array]:
     """The evaluation metrics of one population of models.
 
     Args:
-      labels: the algorithm's partition (``Algorithm.labels``), or None when every
+      execution: how the clients are mapped (:class:`fedjax_lab.clients.Execution`).
+      labels: the algorithm's partition (``Algorithm.exchange.labels``), or None when every
         parameter is shared.
 
     Returns:
@@ -86,8 +77,7 @@ def evaluate(
     """
     n = clients.num_clients(client_params)
     averaged = clients.broadcast_to_clients(clients.client_mean(client_params), n)
-    kwargs = dict(strategy=strategy, chunk_size=chunk_size)
-    own = per_client_accuracy(apply_fn, client_params, test, **kwargs)
+    own = per_client_accuracy(apply_fn, client_params, test, execution)
     shared = client_params
     if labels is not None:
         one_model = jax.tree.map(lambda x: x[0], client_params)
@@ -96,7 +86,7 @@ def evaluate(
         "test_accuracy": jnp.mean(own),
         "test_accuracy_std": jnp.std(own),
         "averaged_model_accuracy": jnp.mean(
-            per_client_accuracy(apply_fn, averaged, test, **kwargs)
+            per_client_accuracy(apply_fn, averaged, test, execution)
         ),
         "consensus_distance": consensus_distance(shared),
     }

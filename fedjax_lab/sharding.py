@@ -13,8 +13,9 @@ the whole population, with every per-client quantity stacked on a leading client
   server-based algorithm, round counters, PRNG keys) is replicated:
   ``NamedSharding(mesh, P())``.
 
-The round itself is unchanged and jitted with those input and output shardings, traced under
-``jax.set_mesh(mesh)``. Under that mesh :func:`fedjax_lab.clients.map_clients` runs the
+The round itself is unchanged and jitted with those input and output shardings, its
+execution value carrying the mesh (``Execution(mesh=mesh)``). With it,
+:func:`fedjax_lab.clients.map_clients` runs the
 per-client work inside ``jax.shard_map``, each device looping over its own ``N / D`` clients
 with the chosen strategy (XLA's partitioner alone would all-gather the clients of a
 ``lax.map`` loop and have every device compute all of them); XLA inserts the communication
@@ -56,6 +57,7 @@ Typical use::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -297,6 +299,7 @@ def sharded_round(
         )
     replicated = NamedSharding(mesh, P())
     everywhere = lambda tree: jax.tree.map(lambda _: replicated, tree)
+    execution = dataclasses.replace(execution, mesh=mesh)  # each device maps its own clients
     compiled: dict[Any, Any] = {}
 
     def layouts(state, mixing, batches, key):
@@ -312,16 +315,15 @@ def sharded_round(
         args = jax.tree.map(_place, (state, mixing, batches, key), shardings)
         signature = jax.tree.structure(args), tuple(jax.tree.leaves(shardings))
         if signature not in compiled:
-            with jax.set_mesh(mesh):  # map_clients then runs each device's clients locally
-                compiled[signature] = (
-                    jax.jit(
-                        functools.partial(algorithm.round, execution=execution),
-                        in_shardings=shardings,
-                        out_shardings=(shardings[0], replicated),
-                    )
-                    .lower(*args)
-                    .compile()
+            compiled[signature] = (
+                jax.jit(
+                    functools.partial(algorithm.round, execution=execution),
+                    in_shardings=shardings,
+                    out_shardings=(shardings[0], replicated),
                 )
+                .lower(*args)
+                .compile()
+            )
         return compiled[signature](*args)
 
     return round_fn

@@ -10,6 +10,7 @@ builds these factories' arguments from one.
 """
 
 from fedjax_lab.algorithms.base import Algorithm
+from fedjax_lab.algorithms.base import Exchange
 from fedjax_lab.algorithms.base import HostHook
 from fedjax_lab.algorithms.base import State
 from fedjax_lab.algorithms.client import ClientOutput
@@ -55,6 +56,7 @@ __all__ = (
     "ClientUpdate",
     "Cohort",
     "Communication",
+    "Exchange",
     "HostHook",
     "Persistent",
     "ServerRule",

@@ -81,49 +81,63 @@ class HostHook(NamedTuple):
     stop_before: Callable[[Any, int], str | None] | None = None
 
 
+class Exchange(NamedTuple):
+    """What the clients of an algorithm exchange, as a run needs to know it.
+
+    Attributes:
+      message_bytes: ``params -> {message-count metric: bytes per message}`` (static, from
+        the shapes of one model).
+      mixing: what a decentralized algorithm's mixing matrix must be: ``"row"`` stochastic
+        (plain gossip) or ``"column"`` stochastic (push-sum); None when a server combines
+        the messages. A run checks its topology against it.
+      labels: the partition of the parameters (:mod:`fedjax_lab.partition`) whose
+        ``"shared"`` part is communicated; None when everything is. Evaluation measures
+        consensus over the shared part.
+    """
+
+    message_bytes: Callable[[Any], dict[str, int]]
+    mixing: str | None = None
+    labels: Any = None
+
+
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
     """A federated algorithm as pure functions (see the module docstring).
 
     Attributes:
       name: the algorithm's name.
-      num_clients: N, the size of the client population.
       participants: the :class:`~fedjax_lab.algorithms.cohorts.Cohort` of each round (every
-        client, in id order, for a gossip round).
+        client, in id order, for a gossip round); its ``population`` is N.
       init: ``params -> state``.
       round: ``(state, mixing, batches, key, execution=VMAP) -> (state, metrics)``;
         ``execution`` (:class:`fedjax_lab.clients.Execution`) is how the clients are mapped.
       client_params: ``state -> params`` stacked over all N clients.
-      message_bytes: ``params -> {message-count metric: bytes per message}``.
       client_axes: ``state -> pytree of bools`` over the state's leaves: True where the
         leaf carries the client axis ``[N, ...]`` (sharding splits exactly those).
+      exchange: what the clients send and over which mixing (:class:`Exchange`).
       local_steps: batches each client consumes per round, or None for any number.
       host_hook: a :class:`HostHook`, or None.
-      mixing_stochastic: what a decentralized algorithm's mixing matrix must be: ``"row"``
-        stochastic (plain gossip) or ``"column"`` stochastic (push-sum); None when
-        server-based. A run checks its topology against it.
-      labels: the partition of the parameters (:mod:`fedjax_lab.partition`) whose
-        ``"shared"`` part is communicated; None when everything is. Evaluation measures
-        consensus over the shared part.
     """
 
     name: str
-    num_clients: int
     participants: Any
     init: Callable[[Any], Any]
     round: Callable[..., tuple[Any, dict[str, jax.Array]]]
     client_params: Callable[[Any], Any]
-    message_bytes: Callable[[Any], dict[str, int]]
     client_axes: Callable[[Any], Any]
+    exchange: Exchange
     local_steps: int | None = None
     host_hook: HostHook | None = None
-    mixing_stochastic: str | None = None
-    labels: Any = None
+
+    @property
+    def num_clients(self) -> int:
+        """N, the size of the client population."""
+        return self.participants.population
 
     @property
     def decentralized(self) -> bool:
         """Whether ``round`` consumes a mixing matrix (every client keeps its own model)."""
-        return self.mixing_stochastic is not None
+        return self.exchange.mixing is not None
 
     @property
     def cohort_size(self) -> int:
@@ -133,6 +147,10 @@ class Algorithm:
     def cohort(self, key: jax.Array) -> jax.Array:
         """The int32 ids of the clients that train in the round of ``key``, in slot order."""
         return self.participants.sample(key)[0]
+
+    def message_bytes(self, params: Any) -> dict[str, int]:
+        """The bytes of one message of each message-count metric (``exchange.message_bytes``)."""
+        return self.exchange.message_bytes(params)
 
 
 def round_step_scale(round_index: jax.Array, lr_decay: float) -> jax.Array:

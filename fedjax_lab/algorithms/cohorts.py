@@ -25,6 +25,7 @@ class Cohort(NamedTuple):
     """Which clients take part in a round, in a static number of slots.
 
     Attributes:
+      population: N, the number of clients the cohort is drawn from.
       slots: the static number of client slots per round (batches are sampled for each).
       expected: the expected number of clients taking part.
       sample: ``key -> (ids int32[slots], active bool[slots])``; ids are distinct, and the
@@ -33,6 +34,7 @@ class Cohort(NamedTuple):
       varies: whether some slots can be inactive (the cohort size varies).
     """
 
+    population: int
     slots: int
     expected: float
     sample: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
@@ -49,7 +51,7 @@ def fixed_cohort(num_clients: int, cohort_size: int) -> Cohort:
         ids = jax.random.choice(stream(key, Stream.COHORT), num_clients, (m,), replace=False)
         return jnp.sort(ids).astype(jnp.int32), jnp.ones((m,), bool)
 
-    return Cohort(m, float(m), sample)
+    return Cohort(num_clients, m, float(m), sample)
 
 
 def poisson_cohort(num_clients: int, probability: float, slots: int | None = None) -> Cohort:
@@ -74,7 +76,7 @@ def poisson_cohort(num_clients: int, probability: float, slots: int | None = Non
         count = jnp.sum(joined)
         return order[:slots].astype(jnp.int32), jnp.arange(slots) < count
 
-    return Cohort(slots, mean, sample, varies=True)
+    return Cohort(num_clients, slots, mean, sample, varies=True)
 
 
 def as_cohort(num_clients: int, cohort: Cohort | int) -> Cohort:
@@ -85,4 +87,5 @@ def as_cohort(num_clients: int, cohort: Cohort | int) -> Cohort:
 def everyone(num_clients: int) -> Cohort:
     """Every client takes part, in id order (the gossip round)."""
     ids = jnp.arange(num_clients, dtype=jnp.int32)
-    return Cohort(num_clients, float(num_clients), lambda key: (ids, jnp.ones(ids.shape, bool)))
+    everyone_joins = lambda key: (ids, jnp.ones(ids.shape, bool))
+    return Cohort(num_clients, num_clients, float(num_clients), everyone_joins)

@@ -13,7 +13,8 @@ A :class:`Communication` owns the messages of a round:
   stochastic); :func:`push_sum`, gossip over a column-stochastic ``P`` de-biased by
   per-client weights, so the clients converge to their exact average on directed graphs.
 * **how it is counted.** Each piece reports message counts (``models_sent``: one model per
-  nonzero off-diagonal weight per gossip step, two per sampled client for a server);
+  nonzero off-diagonal weight per gossip step, two per sampled client for a server, or as
+  many model-sized messages as :func:`server_mean` is told);
   :func:`sparse` counts the nonzero coordinates of each message as (value, int32 index)
   pairs instead (``coordinates_sent``); :func:`with_step_traffic` adds traffic inside the
   local steps (split learning's activations at the cut). ``message_bytes`` gives the size
@@ -134,29 +135,34 @@ def _dense_bytes(overhead: int = 0) -> Callable[[Any, Any], dict[str, int]]:
     return lambda shared, message_shapes: {"models_sent": model_bytes(shared) + overhead}
 
 
-def server_mean(denominator: float | None = None) -> Communication:
-    """The server's mean over the clients that sent; 2 models per such client (download
-    and upload).
+def server_mean(denominator: float | None = None, *, models_per_client: int = 2) -> Communication:
+    """The server's mean over the clients that sent; ``models_per_client`` model-sized
+    messages per such client (``models_sent``).
 
     Args:
       denominator: None divides the sum by the number of senders; a number divides by it
         instead (the expected cohort size: what the DP analysis of Poisson sampling needs,
         ``(1/m) sum_{i in S} s_i``).
+      models_per_client: model-sized messages each client that takes part exchanges with
+        the server: 2, the model down and the trained model (or update) up; 4 when a
+        model-sized companion travels each way (SCAFFOLD's control variates ``c`` down and
+        ``Delta c_i`` up).
     """
     if denominator is not None and not denominator > 0:
         raise ValueError(f"Expected a denominator > 0, got {denominator!r}.")
+    per_client = validation.check_positive_int("models_per_client", models_per_client)
 
     def combine(state, mixing, messages, *, joined=None, start=None, scale=1.0):
         del mixing, start, scale
         if joined is None:
             m = jax.tree.leaves(messages)[0].shape[0]
             mean = jax.tree.map(lambda s: jnp.mean(s, axis=0), messages)
-            sent = jnp.asarray(2 * m, jnp.int32)
+            sent = jnp.asarray(per_client * m, jnp.int32)
         else:
             w = jnp.asarray(joined, jnp.float32)
             total = jnp.maximum(jnp.sum(w), 1.0) if denominator is None else denominator
             mean = jax.tree.map(lambda s: jnp.tensordot(w.astype(s.dtype), s, 1) / total, messages)
-            sent = (2 * jnp.sum(w)).astype(jnp.int32)
+            sent = (per_client * jnp.sum(w)).astype(jnp.int32)
         return mean, state, {"models_sent": sent}
 
     return Communication(combine, None, _no_state, _check_no_mixing, _dense_bytes())

@@ -17,10 +17,11 @@ steps of size ``eta`` from the global ``x``:
   ``h -= (alpha/N) sum_S (y_i - x)``, from zero).
 * **FedProx**: ``y <- y - eta (g(y) + mu (y - x))``; ``x <- mean_S y_i``.
 
-The per-client state lives with the server, for every client (as FedSpeed's corrections
-do): a client receives what its steps need with the model. ``models_sent`` counts the
-models (2 per client of the cohort); SCAFFOLD's control variate ``c - c_i``, a third
-model-sized tensor per client, is not counted in ``bytes_communicated``.
+The per-client state is simulated with the server, for every client (as FedSpeed's
+corrections are): a client receives what its steps need with the model. ``models_sent``
+counts what the papers' clients exchange: 2 models per client of the cohort for FedDyn and
+FedProx (their per-client terms never leave the client), 4 for SCAFFOLD (``x`` and ``c``
+down, ``Delta y_i`` and ``Delta c_i`` up: twice FedAvg's traffic, as its paper notes).
 
 References:
   Karimireddy et al., "SCAFFOLD: Stochastic Controlled Averaging for Federated Learning",
@@ -40,8 +41,10 @@ from fedjax_lab import local
 from fedjax_lab import transforms
 from fedjax_lab.algorithms import base
 from fedjax_lab.algorithms import client as client_lib
+from fedjax_lab.algorithms import communication as comm_lib
 from fedjax_lab.algorithms import rounds
 from fedjax_lab.algorithms import server as server_lib
+
 
 def zeros_like(params: Any) -> Any:
     return jax.tree.map(jnp.zeros_like, params)
@@ -83,6 +86,7 @@ def scaffold(
         num_clients=num_clients,
         client=client_lib.client_update(phase, persistent=persistent, **client_options),
         cohort=clients_per_round,
+        communication=comm_lib.server_mean(models_per_client=4),  # and c down, Delta c_i up
         server=server,
     )
 

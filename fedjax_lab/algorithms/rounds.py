@@ -166,20 +166,18 @@ class _Round:
         encode = self.communication.encode
         return client_lib.message_shapes(self.client, encode, params, self.labels)
 
-    def algorithm(self, cohort: cohorts.Cohort, host_hook, **fields) -> base.Algorithm:
+    def algorithm(self, cohort: cohorts.Cohort, host_hook) -> base.Algorithm:
+        labels = None if self.labels is partition.everything_shared else self.labels
         return base.Algorithm(
             name=self.name,
-            num_clients=self.num_clients,
             participants=cohort,
             init=self.init,
             round=self.round,
             client_params=self.client_params,
-            message_bytes=self.message_bytes,
             client_axes=self.client_axes,
+            exchange=base.Exchange(self.message_bytes, self.communication.mixing, labels),
             local_steps=self.client.steps,
             host_hook=host_hook,
-            labels=None if self.labels is partition.everything_shared else self.labels,
-            **fields,
         )
 
     def rows(self, params: Any) -> Any:
@@ -398,9 +396,7 @@ def gossip_round(
     if order not in ORDERS:
         raise ValueError(f"Unknown order {order!r}; expected one of {ORDERS}.")
     skeleton = _GossipRound(loss_fn, name, num_clients, client, communication, labels, order)
-    return skeleton.algorithm(
-        cohorts.everyone(num_clients), host_hook, mixing_stochastic=communication.mixing
-    )
+    return skeleton.algorithm(cohorts.everyone(num_clients), host_hook)
 
 
 def _check_pieces(client, communication, name: str, *, server_side: bool) -> None:

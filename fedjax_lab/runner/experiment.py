@@ -326,9 +326,9 @@ class _Placement:
         self.mesh, self.algorithm = mesh, algorithm
         self.devices = mesh.size if mesh is not None else 1
 
-    def context(self):
-        # Under the mesh, map_clients runs each device's clients locally (shard_map).
-        return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+    def execution(self, strategy: str, chunk_size: int | None, unroll: int | bool = 1):
+        """How the clients are mapped: with the mesh, each device maps its own (shard_map)."""
+        return clients.Execution(strategy, chunk_size, unroll, mesh=self.mesh)
 
     def place(self, dataset: data_lib.FederatedDataset, state: Any):
         if self.mesh is None:
@@ -389,7 +389,7 @@ def _compile_round(c, algorithm, args, root, placement, params, jit_kwargs):
     """The compiled round and its execution plan (``config.execution``): the one algorithm,
     its clients mapped with the configured strategy, or the one "auto" picks."""
     round_for = lambda strategy, chunk: _round_with_batches(
-        c, algorithm, root, placement, clients.Execution(strategy, chunk, c.execution.unroll)
+        c, algorithm, root, placement, placement.execution(strategy, chunk, c.execution.unroll)
     )
     if c.execution.strategy != "auto":
         plan = execution.ExecutionPlan(c.execution.strategy, c.execution.chunk_size)
@@ -447,31 +447,29 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     algorithm = specs.registry.build_resolved(c, loss_fn)
     mixing = _Mixing(c) if algorithm.decentralized else None
     if mixing is not None:
-        topology_lib.check_stochastic(mixing.topology, algorithm.mixing_stochastic, algorithm.name)
+        topology_lib.check_stochastic(mixing.topology, algorithm.exchange.mixing, algorithm.name)
     mixing_at = mixing if mixing else (lambda round_index: None)
     placement = _Placement(_client_mesh(c, algorithm.cohort_size), algorithm)
     dataset, initial_state = placement.place(dataset, algorithm.init(params))
     jit_kwargs = placement.jit_kwargs(initial_state, dataset.train)
     round_args = (initial_state, mixing_at(0), dataset.train, jnp.int32(0))
-    with placement.context():
-        train_round, plan = _compile_round(
-            c, algorithm, round_args, root, placement, params, jit_kwargs
-        )
-        plan = plan._replace(devices=placement.devices)
-        evaluate = (
-            jax.jit(
-                lambda state, test_data: metrics_lib.evaluate(
-                    apply_fn,
-                    algorithm.client_params(state),
-                    test_data,
-                    strategy=plan.strategy,
-                    chunk_size=plan.chunk_size,
-                    labels=algorithm.labels,
-                )
+    train_round, plan = _compile_round(
+        c, algorithm, round_args, root, placement, params, jit_kwargs
+    )
+    plan = plan._replace(devices=placement.devices)
+    evaluate = (
+        jax.jit(
+            lambda state, test_data: metrics_lib.evaluate(
+                apply_fn,
+                algorithm.client_params(state),
+                test_data,
+                execution=placement.execution(plan.strategy, plan.chunk_size),
+                labels=algorithm.exchange.labels,
             )
-            .lower(initial_state, dataset.test)
-            .compile()
         )
+        .lower(initial_state, dataset.test)
+        .compile()
+    )
 
     return Experiment(
         config=c,

@@ -131,14 +131,20 @@ def server_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformati
     return SERVER_OPTIMIZERS[c.server.optimizer](c.server.learning_rate)
 
 
-def server_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Arguments of the server-based factories."""
+def cohort_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Arguments of every server-based factory: the population, the cohort, the client
+    options."""
     return dict(
         num_clients=c.num_clients,
         clients_per_round=c.server.clients_per_round,
-        server_optimizer=server_optimizer(c),
         **client_options(c),
     )
+
+
+def server_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    """:func:`cohort_kwargs` and the server optimizer (the ``server`` section), for the
+    factories whose server rule is configurable."""
+    return dict(cohort_kwargs(c), server_optimizer=server_optimizer(c))
 
 
 def decentralized_kwargs(c: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -13,10 +13,8 @@ def _build_scaffold(c, loss_fn):
 
 
 def _build_feddyn(c, loss_fn):
-    kwargs = base.server_kwargs(c)
-    del kwargs["server_optimizer"]  # the paper's server rule, x <- mean y - h / alpha
-    return drift.feddyn(
-        loss_fn, learning_rate=c.local.learning_rate, alpha=c.feddyn.alpha, **kwargs
+    return drift.feddyn(  # the paper's server rule, x <- mean y - h / alpha: not configurable
+        loss_fn, learning_rate=c.local.learning_rate, alpha=c.feddyn.alpha, **base.cohort_kwargs(c)
     )
 
 

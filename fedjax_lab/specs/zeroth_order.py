@@ -238,8 +238,6 @@ def _build_fedkseed(c, loss_fn):
             f"its model): expected server.optimizer='sgd' and server.learning_rate=1.0, got "
             f"{c.server.optimizer!r} and {c.server.learning_rate!r}."
         )
-    kwargs = base.server_kwargs(c)
-    del kwargs["server_optimizer"]
     return zo_algorithms.fedkseed(
         loss_fn,
         learning_rate=c.local.learning_rate,
@@ -248,7 +246,7 @@ def _build_fedkseed(c, loss_fn):
         eps=c.zo.mu,
         pool_seed=c.seed,
         distribution=c.zo.directions,
-        **kwargs,
+        **base.cohort_kwargs(c),
     )
 
 

@@ -217,7 +217,10 @@ def test_the_checks_catch_broken_algorithms():
         check_strategies_agree(_chunk_dependent())
     no_count = build("fedavg")
     no_count = dataclasses.replace(
-        no_count, message_bytes=lambda p: {"models_sent": 4, "seeds_sent": 8}
+        no_count,
+        exchange=no_count.exchange._replace(
+            message_bytes=lambda p: {"models_sent": 4, "seeds_sent": 8}
+        ),
     )
     with pytest.raises(AssertionError, match="seeds_sent"):
         check_state_is_stable(no_count)

@@ -3,6 +3,7 @@ several rounds with changing cohorts (the references keep every client's state).
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from fedjax_lab import algorithms
@@ -63,6 +64,23 @@ def test_scaffold_matches_numpy_over_rounds_with_changing_cohorts():
     for i in range(N):  # every client's control variate, sampled or not
         assert_close(jax.tree.map(lambda v: v[i], state.clients), c_clients[i])
     assert_close(state.server[0].mean, c)  # the server's c
+
+
+def test_scaffold_counts_its_control_variates_in_the_traffic():
+    """x and c down, Delta y_i and Delta c_i up: twice FedAvg's models per client."""
+    params = {"w": np.zeros((D, C), np.float32), "b": np.zeros((C,), np.float32)}
+    batches = {"x": np.zeros((M, K, B, D), np.float32), "y": np.zeros((M, K, B), np.int32)}
+    cohort = dict(num_clients=N, clients_per_round=M)
+    built = {
+        "scaffold": algorithms.scaffold(LOSS, learning_rate=LR, **cohort),
+        "fedavg": algorithms.fedavg(LOSS, optax.sgd(LR), **cohort),
+    }
+    sent = {}
+    for name, alg in built.items():
+        _, metrics = alg.round(alg.init(params), None, batches, jax.random.key(0))
+        sent[name] = int(metrics["models_sent"])
+        assert alg.message_bytes(params) == {"models_sent": (D * C + C) * 4}
+    assert sent == {"scaffold": 4 * M, "fedavg": 2 * M}
 
 
 def test_feddyn_matches_numpy_over_rounds_with_changing_cohorts():

@@ -55,7 +55,9 @@ def build(c, loss_fn):
     return dataclasses.replace(
         inner,
         round=round_fn,
-        message_bytes=lambda p: {**inner.message_bytes(p), "seeds_sent": SEED_BYTES},
+        exchange=inner.exchange._replace(
+            message_bytes=lambda p: {**inner.message_bytes(p), "seeds_sent": SEED_BYTES}
+        ),
         host_hook=host_hook(),
     )
 

@@ -72,6 +72,8 @@ def test_a_key_an_algorithm_does_not_read_is_an_error_that_names_what_it_reads()
         ("fedavg", "communication.gossip_steps", 2),
         ("dfedalt", "local.learning_rate", 0.3),
         ("fed_bbpt", "zo.seeds", 16),
+        ("feddyn", "server.learning_rate", 0.5),  # its server rule is the paper's, fixed
+        ("feddyn", "server.optimizer", "adam"),
     ):
         c = config_lib.update(config_lib.get_config(name), {key: value})
         with pytest.raises(ValueError, match=f"{key}={value!r} does not apply to {name}"):
