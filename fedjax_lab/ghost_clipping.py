@@ -12,11 +12,12 @@ the example's gradients are ``dW_b = a_b^T g_b`` and ``dc_b = 1^T g_b``, so
 
 whichever of the ``[T, T]`` Gram matrices and the ``[d_in, d_out]`` products takes fewer
 flops. A convolution is a dense layer on its input's patches (the ``kh x kw`` shifted,
-strided slices of the padded input, in the kernel's ``(kh, kw, C_in)`` order).
+strided slices of the padded input, in the kernel's ``(kh, kw, C_in)`` order); a 1-D
+convolution is the 2-D one of height 1.
 
 Every ``a_b`` and ``g_b`` comes from one batched forward pass and one backward pass to the
 layers' outputs: flax's method interception records the input of every ``nn.Dense`` and
-2-D convolution call and adds a zero *tap* to its output, and the gradient of the batch
+1-D or 2-D convolution call and adds a zero *tap* to its output, and the gradient of the batch
 loss with respect to the taps is every ``g_b`` at once (times ``1/B``: the loss is the
 batch mean of per-example losses). :func:`squared_norms` turns them into the per-example
 norms (ghost clipping's norm pass); :func:`clipped_mean_gradient` also forms the clipped
@@ -65,17 +66,18 @@ def _pairs(value: Any, rank: int) -> tuple[int, ...]:
 
 
 def _conv_geometry(module: nn.Module, rank: int) -> dict[str, Any] | None:
-    """How to cut a 2-D convolution's input into patches, or None where that is not
-    supported (grouped, masked, input-dilated, circular or causal, not 2-D)."""
-    if rank != 2:
+    """How to cut a 1-D or 2-D convolution's input into patches, or None where that is not
+    supported (grouped, masked, input-dilated, circular or causal, other ranks). A 1-D
+    convolution is the 2-D one of height 1 (``"rank": 1`` says to add that axis)."""
+    if rank not in (1, 2):
         return None
     if isinstance(module, conv_lib.Conv):  # the library's stride-1 convolution
-        strides, dilation = (1, 1), (1, 1)
+        strides, dilation = (1,) * rank, (1,) * rank
     else:
         grouped_or_masked = module.feature_group_count != 1 or module.mask is not None
-        if grouped_or_masked or _pairs(module.input_dilation, 2) != (1, 1):
+        if grouped_or_masked or _pairs(module.input_dilation, rank) != (1,) * rank:
             return None
-        strides, dilation = _pairs(module.strides, 2), _pairs(module.kernel_dilation, 2)
+        strides, dilation = _pairs(module.strides, rank), _pairs(module.kernel_dilation, rank)
     kernel = tuple(module.kernel_size)
     padding = module.padding
     if isinstance(padding, str):
@@ -83,10 +85,19 @@ def _conv_geometry(module: nn.Module, rank: int) -> dict[str, Any] | None:
         if padding not in ("SAME", "VALID"):
             return None
     elif isinstance(padding, int):
-        padding = ((padding, padding),) * 2
+        padding = ((padding, padding),) * rank
     else:
         padding = tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
-    return {"kernel": kernel, "strides": strides, "dilation": dilation, "padding": padding}
+    if rank == 1:  # height 1: a unit kernel, stride and dilation, no padding along it
+        kernel, strides, dilation = (1, *kernel), (1, *strides), (1, *dilation)
+        padding = padding if isinstance(padding, str) else ((0, 0), *padding)
+    return {
+        "kernel": kernel,
+        "strides": strides,
+        "dilation": dilation,
+        "padding": padding,
+        "rank": rank,
+    }
 
 
 def _patches(x: jax.Array, geometry: dict[str, Any]) -> jax.Array:
@@ -217,6 +228,8 @@ def _tapped_pass(loss_fn: Callable, params: Any, batch: Any) -> _Tapped | None:
     for layer, a, g in zip(layers, inputs, out_grads):
         a = jax.lax.stop_gradient(a)
         if layer.conv is not None:
+            if layer.conv["rank"] == 1:
+                a = a[:, None]  # [B, 1, L, C]
             a = _patches(a, layer.conv)
         flat_inputs.append(a.reshape(size, -1, a.shape[-1]))
         g = g * size  # the loss is the batch mean: d l_b / d y_b is B times its gradient
@@ -240,15 +253,15 @@ def squared_norms(loss_fn: Callable, params: Any, batch: Any) -> jax.Array | Non
 
     Args:
       loss_fn: ``(params, batch) -> scalar``, the mean over the batch's leading axis of
-        per-example losses, computed by a flax model of ``nn.Dense`` and 2-D convolution
-        layers (see the module docstring).
+        per-example losses, computed by a flax model of ``nn.Dense`` and 1-D or 2-D
+        convolution layers (see the module docstring).
       params: the model's parameters, the ``params`` collection as a nested dict.
       batch: a pytree whose leaves carry the example axis first.
 
     Returns:
       The squared per-example gradient norms, or None when the model has a parameter
       outside those layers, calls one twice, or uses a convolution this module does not
-      handle (grouped, masked, input-dilated, circular or causal padding, not 2-D).
+      handle (grouped, masked, input-dilated, circular or causal padding, not 1-D or 2-D).
     """
     tapped = _tapped_pass(loss_fn, params, batch)
     if tapped is None:

@@ -26,6 +26,18 @@ class Strided(nn.Module):
         return nn.Dense(7, name="head")(x.reshape(x.shape[0], -1))
 
 
+class Strided1d(nn.Module):
+    """1-D flax convolutions: stride, explicit and SAME padding, dilation, no bias."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = x[..., None]  # [B, L, 1]
+        x = nn.relu(nn.Conv(4, (5,), strides=(2,), padding=((1, 1),), name="a")(x))
+        x = nn.relu(nn.Conv(3, (3,), padding="SAME", kernel_dilation=2, name="b")(x))
+        x = nn.relu(nn.Conv(3, (2,), padding="VALID", use_bias=False, name="c")(x))
+        return nn.Dense(5, name="head")(x.reshape(x.shape[0], -1))
+
+
 class LibraryConvs(nn.Module):
     """The library's stride-1 convolution (what the CNNs use on CPU), SAME and VALID."""
 
@@ -77,6 +89,8 @@ CASES = {
     "mlp": (lambda: models.make_model("mlp", 10, hidden_sizes=(16, 8)), (12,), 10),
     "library_convs": (lambda: LibraryConvs(), (9, 8, 2), 6),
     "flax_convs": (lambda: Strided(), (11, 9, 2), 7),
+    "flax_1d_convs": (lambda: Strided1d(), (17,), 5),
+    "mnist1d_cnn": (lambda: models.make_model("mnist1d_cnn", 10), (40,), 10),
 }
 
 

@@ -3,9 +3,10 @@
 To add a dataset (e.g. from TFDS), write a loader and register it in
 ``_DATASETS``:
 
-* a centralised source: ``load(seed, data_dir) -> (x_train, y_train, x_test,
-  y_test)`` NumPy arrays (``data_dir`` is the TFDS data directory, ignored by
-  other sources); its training set is split by one of the partitioners and
+* a centralised source: ``load(seed, options) -> (x_train, y_train, x_test,
+  y_test)`` NumPy arrays (``options``: ``data_dir``, the TFDS data directory, and
+  ``mnist1d_samples``, each read by the sources it concerns); its training set is
+  split by one of the partitioners and
   each client's test set is drawn from the global test set with that
   client's training label proportions;
 * a naturally partitioned source: ``load(num_clients, seed, iid, options) ->
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fedjax_lab import validation
+from fedjax_lab.data import mnist1d
 from fedjax_lab.data import partition as partition_lib
 from fedjax_lab.data import sources
 from fedjax_lab.data import tfds_sources
@@ -47,16 +49,21 @@ _CENTRAL_PARTITIONS = ("iid", "dirichlet", "dirichlet_per_class", "pathological"
 
 
 def _digits_loader(variant: str) -> Callable[..., Any]:
-    def load(seed: int, data_dir: str | None):
-        del data_dir  # Bundled with scikit-learn.
+    def load(seed: int, options: dict[str, Any]):
+        del options  # Bundled with scikit-learn.
         return sources.load_digits(seed, variant=variant)
 
     return load
 
 
+def _load_mnist1d(seed: int, options: dict[str, Any]):
+    return mnist1d.load(options["mnist1d_samples"], seed)
+
+
 def _tfds_loader(name: str, inverted: bool = False) -> Callable[..., Any]:
-    def load(seed: int, data_dir: str | None):
+    def load(seed: int, options: dict[str, Any]):
         del seed  # TFDS datasets come with fixed train and test splits.
+        data_dir = options["data_dir"]
         x_train, y_train, x_test, y_test = tfds_sources.load_tfds(name, data_dir=data_dir)
         if inverted:  # 1 - x, a domain shift with the same labels
             x_train, x_test = 1.0 - x_train, 1.0 - x_test
@@ -87,6 +94,10 @@ _DATASETS: dict[str, _DatasetSpec] = {
         )
         for variant in sources.DIGITS_VARIANTS[1:]
     },
+    # Generated from the mnist1d package's templates (fedjax_lab.data.mnist1d), cached on disk.
+    "mnist1d": _DatasetSpec(
+        _load_mnist1d, False, _CENTRAL_PARTITIONS, "dirichlet", 10, (mnist1d.LENGTH,)
+    ),
     # "iid" is FedProx's IID synthetic variant (all clients share one distribution).
     "synthetic": _DatasetSpec(_load_synthetic, True, ("natural", "iid"), "natural", 10, (60,)),
     # Prepared TFDS datasets (mnist, fashion_mnist, emnist, cifar10, cifar100), and each
@@ -111,14 +122,20 @@ def available_datasets() -> tuple[str, ...]:
     return tuple(_DATASETS)
 
 
-def load_centralized(name: str, seed: int = 0, data_dir: str | None = None):
+def load_centralized(
+    name: str,
+    seed: int = 0,
+    data_dir: str | None = None,
+    mnist1d_samples: int = mnist1d.DEFAULT_SAMPLES,
+):
     """``(x_train, y_train, x_test, y_test)`` of dataset ``name`` before any partition (for
-    central pre-training); ``seed`` draws the split of sources that have no fixed one."""
+    central pre-training); ``seed`` draws the split of sources that have no fixed one (and
+    generates mnist1d's signals)."""
     validation.check_name("dataset", name, _DATASETS)
     spec = _DATASETS[name]
     if spec.natural:
         raise ValueError(f"Dataset {name!r} is partitioned by nature; it has no central form.")
-    return spec.load(seed, data_dir)
+    return spec.load(seed, {"data_dir": data_dir, "mnist1d_samples": mnist1d_samples})
 
 
 def task_shape(name: str) -> tuple[int, tuple[int, ...]]:
@@ -160,6 +177,7 @@ def make_federated_dataset(
     synthetic_alpha: float = 1.0,
     synthetic_beta: float = 1.0,
     data_dir: str | None = None,
+    mnist1d_samples: int = mnist1d.DEFAULT_SAMPLES,
 ) -> FederatedDataset:
     """Builds a federated dataset.
 
@@ -182,6 +200,8 @@ def make_federated_dataset(
         (``None``: ``TFDS_DATA_DIR`` or TFDS's default); ignored by digits and
         synthetic. See :mod:`fedjax_lab.data.tfds_sources`; nothing is
         downloaded.
+      mnist1d_samples: how many signals mnist1d generates (train and test together,
+        80/20; :mod:`fedjax_lab.data.mnist1d`), from ``seed``.
 
     Returns:
       The per-client train and test arrays with the dataset's number of
@@ -212,7 +232,8 @@ def make_federated_dataset(
         x_tr, y_tr, x_te, y_te = spec.load(num_clients, seed, partition == "iid", options)
     else:
         partition_seed, test_seed = np.random.SeedSequence(seed).generate_state(2)
-        x_train, y_train, x_test, y_test = spec.load(seed, data_dir)
+        options = {"data_dir": data_dir, "mnist1d_samples": mnist1d_samples}
+        x_train, y_train, x_test, y_test = spec.load(seed, options)
         parts = _partition(
             y_train, num_clients, partition, partition_seed, alpha, classes_per_client
         )

@@ -26,6 +26,8 @@ from fedjax_lab.models.conv import Conv
 from fedjax_lab.models.conv import conv2d
 from fedjax_lab.models.conv import max_pool
 from fedjax_lab.models.mlp import MLP
+from fedjax_lab.models.mnist1d import Mnist1dCNN
+from fedjax_lab.models.mnist1d import Mnist1dMLP
 from fedjax_lab.models.prompt import PromptGenerator
 from fedjax_lab.models.prompt import PromptedModel
 from fedjax_lab.models.resnet import ResNet18
@@ -38,6 +40,8 @@ __all__ = [
     "EmnistCNN",
     "FedAvgCNN",
     "MLP",
+    "Mnist1dCNN",
+    "Mnist1dMLP",
     "PromptGenerator",
     "PromptedModel",
     "ResNet18",
@@ -55,6 +59,8 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "fedavg_cnn": FedAvgCNN,
     "emnist_cnn": EmnistCNN,
+    "mnist1d_mlp": Mnist1dMLP,
+    "mnist1d_cnn": Mnist1dCNN,
     "resnet18": ResNet18,
     "vgg11": VGG11,
     "vit": ViT,

@@ -315,6 +315,7 @@ def _dataset(c: ml_collections.ConfigDict) -> data_lib.FederatedDataset:
         synthetic_alpha=d.synthetic_alpha,
         synthetic_beta=d.synthetic_beta,
         data_dir=d.data_dir,
+        mnist1d_samples=d.mnist1d_samples,
     )
 
 

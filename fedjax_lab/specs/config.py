@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import pathlib
 from typing import Any, Iterable
@@ -47,15 +48,16 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "dataset",
         None,
-        "digits, a task derived from them (digits_inverted, ...), synthetic, or a TFDS "
-        "dataset; None = digits, or the algorithm's target task (zeroth-order family)",
+        "digits, a task derived from them (digits_inverted, ...), mnist1d, synthetic, or a "
+        "TFDS dataset; None = digits, or the algorithm's target task (zeroth-order family)",
         str,
     ),
     Field(
         "model",
         None,
-        "mlp, fedavg_cnn, emnist_cnn, resnet18, vgg11, vit, or pretrained (zo.model, tuned); "
-        "None = mlp, or pretrained for the algorithms that tune one",
+        "mlp, fedavg_cnn, emnist_cnn, mnist1d_mlp, mnist1d_cnn, resnet18, vgg11, vit, or "
+        "pretrained (zo.model, tuned); None = mlp, or pretrained for the algorithms that "
+        "tune one",
         str,
     ),
     Field("num_clients", 100, "N, the client population"),
@@ -73,6 +75,17 @@ FIELDS: tuple[Field, ...] = (
     Field("data.synthetic_alpha", 1.0, "FedProx synthetic(alpha, beta): model heterogeneity"),
     Field("data.synthetic_beta", 1.0, "FedProx synthetic(alpha, beta): data heterogeneity"),
     Field("data.data_dir", None, "TFDS data directory; None = $TFDS_DATA_DIR or TFDS's", str),
+    Field(
+        "data.mnist1d_samples",
+        20_000,
+        "signals mnist1d generates from data.seed (80% train, 20% test), cached on disk",
+    ),
+    Field(
+        "data.mnist1d_generation",
+        None,
+        "filled by resolve for mnist1d: every argument of its generation (JSON), a record",
+        str,
+    ),
     Field("local.steps", 10, "K, local steps per round"),
     Field("local.batch_size", 32, "examples per local step"),
     Field(
@@ -383,6 +396,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     }
     filled.update(spec.defaults)
     filled["data.partition"] = data.default_partition(c.dataset or filled["dataset"])
+    if (c.dataset or filled["dataset"]) == "mnist1d":
+        filled["data.mnist1d_generation"] = _mnist1d_generation(c)
     filled["server.clients_per_round"] = default_clients_per_round(c.num_clients)
     graph = c.communication.topology or filled["communication.topology"]
     if graph == "erdos_renyi":
@@ -390,6 +405,20 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if graph in ("random_in_neighbours", "random_out_neighbours"):
         filled["communication.topology_k"] = min(10, max(c.num_clients - 1, 1))
     return update(c, {k: v for k, v in filled.items() if _lookup(c, k) is None})
+
+
+def _mnist1d_generation(c: ml_collections.ConfigDict) -> str:
+    """The JSON of mnist1d's generation arguments; a value already there must equal it."""
+    from fedjax_lab.data import mnist1d
+
+    made = json.dumps(mnist1d.generation_args(c.data.mnist1d_samples, c.data.seed), sort_keys=True)
+    if c.data.mnist1d_generation not in (None, made):
+        raise ValueError(
+            f"data.mnist1d_generation is recorded, not set: it follows from "
+            f"data.mnist1d_samples, data.seed and the mnist1d package ({made}), got "
+            f"{c.data.mnist1d_generation!r}."
+        )
+    return made
 
 
 def defaults_for(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -167,11 +167,43 @@ def test_head_is_named_head(name):
     assert params["head"]["bias"].shape == (4,)
 
 
+def test_mnist1d_models_have_the_benchmarks_shapes():
+    """The MLP (a residual second layer, width 100) and the CNN (lengths 40 -> 19 -> 10 ->
+    5, 25 channels) against hand-written forward passes, and their parameter counts."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 40)), jnp.float32)
+    mlp = models.make_model("mnist1d_mlp", 10)
+    p = models.init_params(mlp, (40,), KEY)
+    assert _num_params(p) == 15_210
+    h = jax.nn.relu(x @ p["hidden_0"]["kernel"] + p["hidden_0"]["bias"])
+    h = h + jax.nn.relu(h @ p["hidden_1"]["kernel"] + p["hidden_1"]["bias"])
+    expected = h @ p["head"]["kernel"] + p["head"]["bias"]
+    np.testing.assert_allclose(mlp.apply({"params": p}, x), expected, rtol=1e-5, atol=1e-5)
+
+    cnn = models.make_model("mnist1d_cnn", 10)
+    p = models.init_params(cnn, (40,), KEY)
+    assert _num_params(p) == 5_210
+    h = np.asarray(x)[..., None]
+    for i, kernel in enumerate((5, 3, 3)):
+        w, b = np.asarray(p[f"conv_{i}"]["kernel"]), np.asarray(p[f"conv_{i}"]["bias"])
+        padded = np.pad(h, ((0, 0), (1, 1), (0, 0)))
+        length = (padded.shape[1] - kernel) // 2 + 1
+        h = np.stack(
+            [np.einsum("bkc,kcd->bd", padded[:, 2 * t : 2 * t + kernel], w) for t in range(length)],
+            axis=1,
+        )
+        h = np.maximum(h + b, 0.0)
+        assert h.shape[1] == (19, 10, 5)[i]
+    expected = h.reshape(3, -1) @ np.asarray(p["head"]["kernel"]) + np.asarray(p["head"]["bias"])
+    np.testing.assert_allclose(cnn.apply({"params": p}, x), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_available_models():
     assert models.available_models() == (
         "mlp",
         "fedavg_cnn",
         "emnist_cnn",
+        "mnist1d_mlp",
+        "mnist1d_cnn",
         "resnet18",
         "vgg11",
         "vit",
