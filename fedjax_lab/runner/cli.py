@@ -159,6 +159,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     validation.check_name("claim", args.claim, claims)
     command = f"fedjax-lab reproduce {args.claim} --seeds {' '.join(map(str, args.seeds))}"
     command += f" --scale {args.scale}" + "".join(f" --set {item}" for item in args.set or ())
+    command += " --until-decided" * args.until_decided
     section = reproduce.reproduce(
         claims[args.claim],
         args.seeds,
@@ -168,6 +169,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         command=command,
         extra=args.set or (),
         order=list(claims),
+        until_decided=args.until_decided,
     )
     print(section)
     print(f"wrote the {args.claim} section of {args.results}")
@@ -241,7 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("claim", nargs="?", help="the claim (--list shows them)")
     claims.add_argument("--list", action="store_true", help="list the declared claims")
     claims.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    claims.add_argument("--scale", choices=("small", "full"), default="small")
+    claims.add_argument("--scale", choices=("small", "medium", "full"), default="small")
+    claims.add_argument(
+        "--until-decided",
+        action="store_true",
+        help="while a rule is inconclusive, run the seeds that would decide it (at most 30)",
+    )
     claims.add_argument("--claims", default="experiments/claims.py", help="the claims file")
     claims.add_argument("--runs", default="runs/reproduce", help="where the runs are kept")
     claims.add_argument(

@@ -1,8 +1,10 @@
 """Claims of the seed papers as declared experiment sets, with verdicts a rule generates.
 
 A :class:`Claim` declares its members (label -> algorithm and config overrides), the
-settings shared by every member at each scale (``"small"``: the embedded data, on a CPU;
-``"full"``: a paper's main setting, on an accelerator with the data), and its rules. A
+settings shared by every member at each scale (``"small"``: the embedded digits, on a CPU in
+minutes; ``"medium"``: MNIST-1D, generated, on a laptop in an afternoon, where the members
+are not saturated; ``"full"``: a paper's main setting, on an accelerator with the data),
+and its rules. A
 scale's settings are config overrides or a config file (``experiments/dfedsam_cifar10.py``,
 which ``fedjax-lab run --config`` runs too).
 :func:`run_claim` runs every member for every seed, each in its own directory
@@ -16,8 +18,9 @@ The rules read one summary metric of every run (``test_accuracy`` unless said ot
 
 * :class:`Beats` ``(a, b)``, "b beats a": the paired differences over seeds, their mean and
   95% t-interval (:func:`fedjax_lab.runner.comparisons.paired_interval`); **holds** when the
-  interval lies on b's side of 0, **does not hold** on a's side, else **inconclusive**.
-  ``lower_is_better`` for metrics such as the consensus distance.
+  interval lies on b's side of 0, **does not hold** when it lies below the claim's smallest
+  effect that matters (``Claim.smallest_effect``: no gain worth having), else
+  **inconclusive**. ``lower_is_better`` for metrics such as the consensus distance.
 * :class:`Close` ``(a, b, margin)``, "b stays within margin of a": holds when the whole
   interval lies inside ``(-margin, margin)`` (:func:`fedjax_lab.runner.comparisons.closeness`).
 * :class:`Ordered` ``(labels)``: the metric improves along ``labels``; holds when every
@@ -27,6 +30,12 @@ The rules read one summary metric of every run (``test_accuracy`` unless said ot
   interaction: "more so under strong heterogeneity", or "saturating" when the pairs are
   successive steps): the paired differences of the gains, ``(b - a) - (d - c)``, judged as
   for :class:`Beats`.
+* :class:`Near` ``(member, reference, within)``, "member reproduces a published figure":
+  the interval of ``member - reference`` lies inside ``(-within, within)``.
+
+Every verdict reports its interval's half-width; an inconclusive one, how many seeds would
+decide it with the observed mean and spread, and ``--until-decided`` runs them (at most
+:data:`SEED_CAP`).
 
 :func:`claim_report` turns the runs into a markdown section (the statement, the setting,
 the table of mean, spread and number of seeds, the verdicts, the command, the machine and
@@ -50,7 +59,7 @@ from typing import Any, Sequence
 from fedjax_lab.specs import config as config_lib
 from fedjax_lab.runner import comparisons
 
-SCALES = ("small", "full")
+SCALES = ("small", "medium", "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,7 @@ class Beats:
     b: str
     metric: str = "test_accuracy"
     lower_is_better: bool = False
+    smallest_effect: float | None = None  # None: the claim's
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -96,6 +106,7 @@ class Ordered:
     labels: tuple[str, ...]
     metric: str = "test_accuracy"
     lower_is_better: bool = False
+    smallest_effect: float | None = None  # None: the claim's
 
     def describe(self) -> str:
         order = " < ".join(self.labels)
@@ -112,6 +123,7 @@ class GainExceeds:
     smaller: tuple[str, str]
     metric: str = "test_accuracy"
     lower_is_better: bool = False
+    smallest_effect: float | None = None  # None: the claim's
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -125,7 +137,30 @@ class GainExceeds:
         )
 
 
-Rule = Beats | Close | Ordered | GainExceeds
+@dataclasses.dataclass(frozen=True)
+class Near:
+    """ "``member`` reproduces a published figure": its mean over seeds lies within
+    ``within`` of ``reference`` (the paper's number, on ``metric``)."""
+
+    member: str
+    reference: float
+    within: float
+    metric: str = "test_accuracy"
+    source: str = ""  # where the figure is published
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return (self.member,)
+
+    def describe(self) -> str:
+        source = f", {self.source}" if self.source else ""
+        return (
+            f"{self.member} is within {self.within:g} of the published {self.reference:g} "
+            f"({self.metric}{source})"
+        )
+
+
+Rule = Beats | Close | Ordered | GainExceeds | Near
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +180,9 @@ class Claim:
         model with no prompt yet); their summary holds the evaluation and ``rounds = 0``.
       compute: for a theory check that trains nothing, ``(member, seed) -> {metric: value}``
         gives every member's values; the members' algorithms are then unused.
+      smallest_effect: the smallest difference that matters, in the rules' metric (0.005:
+        half a point of accuracy); a "beats" rule whose interval lies below it does not
+        hold (no gain worth having). A rule may set its own (another metric's scale).
     """
 
     name: str
@@ -155,6 +193,7 @@ class Claim:
     setting: str = ""
     untrained: tuple[str, ...] = ()
     compute: Any = None
+    smallest_effect: float = 0.005
 
     def __post_init__(self):
         if "small" not in self.scales:
@@ -289,38 +328,101 @@ def _values(results, label: str, metric: str) -> list[float]:
     return [float(s[metric]) for s in results[label]]
 
 
-def judge(rule: Rule, results: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
-    """The rule's verdict and the numbers behind it, from the members' run summaries."""
+def _differences(rule: Rule, results) -> list[float]:
+    """The per-seed quantity a (non-ordered) rule judges: ``b - a`` (a gain, sign-corrected
+    when lower is better), the difference of two gains, or a member minus its reference."""
+    if isinstance(rule, Near):
+        return [v - rule.reference for v in _values(results, rule.member, rule.metric)]
+    sign = -1.0 if getattr(rule, "lower_is_better", False) else 1.0  # a gain is a decrease
+    values = {
+        label: [sign * v for v in _values(results, label, rule.metric)] for label in rule.labels
+    }
+    gain = lambda x, y: [vy - vx for vx, vy in zip(values[x], values[y])]
+    if isinstance(rule, GainExceeds):
+        (a, b), (c, d) = rule.larger, rule.smaller
+        return [x - y for x, y in zip(gain(a, b), gain(c, d))]
+    return gain(rule.a, rule.b)
+
+
+def _pairs(rule: Ordered) -> list[Beats]:
+    return [
+        Beats(a, b, rule.metric, rule.lower_is_better, rule.smallest_effect)
+        for a, b in zip(rule.labels, rule.labels[1:])
+    ]
+
+
+def _margin(rule: Rule) -> float | None:
+    return rule.margin if isinstance(rule, Close) else getattr(rule, "within", None)
+
+
+def judge(
+    rule: Rule, results: dict[str, list[dict[str, Any]]], smallest_effect: float = 0.0
+) -> tuple[str, str]:
+    """The rule's verdict and the numbers behind it (the mean, the 95% interval and its
+    half-width), from the members' run summaries; ``smallest_effect`` is the claim's (a
+    rule's own takes precedence). An inconclusive verdict says how many seeds would
+    decide it (:func:`fedjax_lab.runner.comparisons.seeds_to_decide`)."""
     if isinstance(rule, Ordered):
-        pairs = [
-            judge(Beats(a, b, rule.metric, rule.lower_is_better), results)
-            for a, b in zip(rule.labels, rule.labels[1:])
-        ]
-        verdicts = [v for v, _ in pairs]
+        pairs = [(b, judge(b, results, smallest_effect)) for b in _pairs(rule)]
+        verdicts = [v for _, (v, _) in pairs]
         if all(v == "holds" for v in verdicts):
             overall = "holds"
         elif "does not hold" in verdicts:
             overall = "does not hold"
         else:
             overall = "inconclusive"
-        return overall, "; ".join(f"{detail}: {v}" for v, detail in pairs)
-    sign = -1.0 if getattr(rule, "lower_is_better", False) else 1.0  # a gain is a decrease
-    values = {
-        label: [sign * v for v in _values(results, label, rule.metric)] for label in rule.labels
-    }
-    if isinstance(rule, GainExceeds):
-        (a, b), (c, d) = rule.larger, rule.smaller
-        gain = lambda x, y: [vy - vx for vx, vy in zip(values[x], values[y])]
-        mean, low, high = comparisons.paired_interval(gain(c, d), gain(a, b))
-        return comparisons.verdict(low, high), (
-            f"({b} - {a}) - ({d} - {c}): {mean:+.4g} [{low:+.4g}, {high:+.4g}]"
-        )
-    mean, low, high = comparisons.paired_interval(values[rule.a], values[rule.b])
-    if isinstance(rule, Close):
-        verdict = comparisons.closeness(low, high, rule.margin)
+        return overall, "; ".join(f"{b.a} < {b.b}: {v}, {detail}" for b, (v, detail) in pairs)
+    effect = _effect(rule, smallest_effect)
+    d = _differences(rule, results)
+    mean, low, high = comparisons.paired_interval([0.0] * len(d), d)
+    margin = _margin(rule)
+    verdict = (
+        comparisons.verdict(low, high, effect)
+        if margin is None
+        else comparisons.closeness(low, high, margin)
+    )
+    if isinstance(rule, Near):
+        what = f"{rule.member} - {rule.reference:g}"
+    elif isinstance(rule, GainExceeds):
+        (a, b), (c, e) = rule.larger, rule.smaller
+        what = f"({b} - {a}) - ({e} - {c})"
     else:
-        verdict = comparisons.verdict(low, high)
-    return verdict, f"{rule.b} over {rule.a}: {mean:+.4g} [{low:+.4g}, {high:+.4g}]"
+        what = f"{rule.b} over {rule.a}"
+    detail = f"{what}: {mean:+.4g} [{low:+.4g}, {high:+.4g}], half-width {(high - low) / 2:.3g}"
+    if verdict == "does not hold" and margin is None and effect > 0:
+        detail += f"; no gain above {effect:g}"
+    if verdict == "inconclusive":
+        needed = comparisons.seeds_to_decide(d, effect, margin=margin, cap=SEED_CAP)
+        detail += (
+            f"; about {needed} seeds would decide it"
+            if needed
+            else f"; more than {SEED_CAP} seeds would be needed to decide it"
+        )
+    return verdict, detail
+
+
+SEED_CAP = 30  # the most seeds an inconclusive verdict asks for (and --until-decided runs)
+
+
+def _effect(rule: Rule, smallest_effect: float) -> float:
+    own = getattr(rule, "smallest_effect", None)
+    return smallest_effect if own is None else own
+
+
+def seeds_needed(claim: Claim, results, cap: int = SEED_CAP) -> int | None:
+    """How many seeds would decide every inconclusive rule of ``claim`` (the most any one
+    needs, at most ``cap``), or None when every rule is decided or no number of seeds up to
+    ``cap`` would decide one."""
+    needs = []
+    for rule in claim.rules:
+        for part in _pairs(rule) if isinstance(rule, Ordered) else [rule]:
+            if judge(part, results, claim.smallest_effect)[0] != "inconclusive":
+                continue
+            effect = _effect(part, claim.smallest_effect)
+            d = _differences(part, results)
+            needs.append(comparisons.seeds_to_decide(d, effect, margin=_margin(part), cap=cap))
+    decidable = [n for n in needs if n is not None]
+    return max(decidable) if decidable else None
 
 
 def _metrics(claim: Claim, results) -> list[str]:
@@ -382,8 +484,11 @@ def claim_report(
     training = sum(s.get("wall_time_s", 0.0) for runs in results.values() for s in runs)
     header = " | ".join(f"{m} mean | {m} std" for m in metrics)
     settings = _settings(claim, scale)
-    if isinstance(settings, dict):
+    if isinstance(settings, dict) and scale == "small":
         setting = claim.setting or "see experiments/claims.py"
+    elif isinstance(settings, dict):  # the small setting's words would not describe it
+        overrides = ", ".join(f"{key}={value}" for key, value in settings.items())
+        setting = f"each member's small-scale setting with {overrides}"
     else:
         setting = f"the config {pathlib.Path(settings).name} (its docstring)"
     lines = [
@@ -403,9 +508,15 @@ def claim_report(
             cells.append(f"{statistics.mean(values):.4f} | {std:.4f}")
         per_seed = ", ".join(f"{v:.4f}" for v in _values(results, label, metrics[0]))
         lines.append(f"| {label} | {len(results[label])} | {' | '.join(cells)} | {per_seed} |")
-    lines += ["", "| rule | verdict | paired difference [95% interval] |", "|---|---|---|"]
+    lines += [
+        "",
+        f"Smallest effect that matters: {claim.smallest_effect:g}.",
+        "",
+        "| rule | verdict | paired difference [95% interval], half-width |",
+        "|---|---|---|",
+    ]
     for rule in claim.rules:
-        verdict, detail = judge(rule, results)
+        verdict, detail = judge(rule, results, claim.smallest_effect)
         lines.append(f"| {rule.describe()} | **{verdict}** | {detail} |")
     lines += [
         "",
@@ -527,12 +638,24 @@ def reproduce(
     command: str,
     extra: Sequence[str] = (),
     order: Sequence[str] = (),
+    until_decided: bool = False,
+    log=print,
 ) -> str:
     """Runs ``claim`` (:func:`run_claim`), draws it, and writes its section of
     ``results_path`` (the sections in ``order``, :func:`write_section`); returns the
-    section."""
+    section. ``until_decided``: while a rule is inconclusive and at most :data:`SEED_CAP`
+    seeds would decide it (:func:`seeds_needed`), run the next seeds too."""
     start = time.time()
-    results = run_claim(claim, seeds, runs, scale=scale, extra=extra)
+    seeds = list(seeds)
+    results = run_claim(claim, seeds, runs, scale=scale, extra=extra, log=log)
+    while until_decided:
+        needed = seeds_needed(claim, results)
+        if needed is None or needed <= len(seeds):
+            break
+        more = [max(seeds) + 1 + i for i in range(needed - len(seeds))]
+        log(f"{claim.name}: inconclusive with {len(seeds)} seeds; running seeds {more}")
+        seeds += more
+        results = run_claim(claim, seeds, runs, scale=scale, extra=extra, log=log)
     results_path = pathlib.Path(results_path)
     plot = plot_claim(claim, results, results_path.parent / f"{claim.name}.png")
     section = claim_report(

@@ -56,8 +56,18 @@ def _tiny_run(c) -> list[str]:
     return extra
 
 
+def _anchor(claim) -> bool:
+    """A benchmark's own published figures, reproduced in the benchmark's own setting."""
+    return all(isinstance(rule, reproduce.Near) for rule in claim.rules)
+
+
 def test_every_trained_claim_has_a_full_scale_of_tfds_data():
-    assert [c.name for c in CLAIMS.values() if "full" not in c.scales and c.compute is None] == []
+    lacking = [
+        c.name
+        for c in CLAIMS.values()
+        if "full" not in c.scales and c.compute is None and not _anchor(c)
+    ]
+    assert lacking == []
     tfds_names = set(data.available_datasets()) - {"synthetic"}
     for claim in CLAIMS.values():
         if "full" not in claim.scales:

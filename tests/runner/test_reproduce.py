@@ -139,7 +139,8 @@ def test_a_theory_check_computes_its_members(tmp_path):
 
 def test_the_declared_claims_are_valid_and_listed(capsys):
     claims = reproduce.load_claims(CLAIMS_FILE)
-    assert len(claims) == 12 and all(claim.rules for claim in claims.values())  # 10 + 2
+    # The 10 claims, 2 theory checks and the MNIST-1D anchor.
+    assert len(claims) == 13 and all(claim.rules for claim in claims.values())
     for claim in claims.values():
         for label in claim.members:
             reproduce.config_of(claim, label, 0, "small")  # every member's config resolves
@@ -171,3 +172,55 @@ def test_a_rule_naming_an_undeclared_member_is_an_error():
         Claim("x", "s", {"a": ("fedavg", {})}, (Beats("a", "c"),), {"small": {}})
     with pytest.raises(ValueError, match="no 'small' scale"):
         Claim("x", "s", {"a": ("fedavg", {})}, (), {"full": {}})
+
+
+def _computed(gain, spread):
+    """A claim computed, not trained: b = a + gain + noise of ``spread``, per seed."""
+
+    def compute(label, seed):
+        noise = [0.0, 1.0, -1.0, 0.5, -0.5, 0.8, -0.8, 0.2, -0.2, 0.6][seed % 10] * spread
+        return {"test_accuracy": 0.8 + (gain + noise if label == "b" else 0.0)}
+
+    return Claim(
+        name="built",
+        statement="b beats a (built)",
+        members={"a": ("fedavg", {}), "b": ("fedavg", {})},
+        rules=(Beats("a", "b"),),
+        scales={"small": {}},
+        compute=compute,
+        smallest_effect=0.005,
+    )
+
+
+def test_verdicts_print_their_half_width_and_inconclusive_ones_the_seeds_they_need(tmp_path):
+    def judged(gain, spread):
+        results = reproduce.run_claim(_computed(gain, spread), [0, 1, 2], tmp_path)
+        return reproduce.judge(Beats("a", "b"), results, 0.005)
+
+    held = judged(0.03, 0.005)
+    assert held[0] == "holds" and "half-width" in held[1]
+    none = judged(0.0, 0.001)
+    assert none[0] == "does not hold" and "no gain above 0.005" in none[1]
+    claim = _computed(0.01, 0.01)
+    results = reproduce.run_claim(claim, [0, 1, 2], tmp_path)
+    verdict, detail = reproduce.judge(claim.rules[0], results, claim.smallest_effect)
+    needed = reproduce.seeds_needed(claim, results)
+    assert verdict == "inconclusive" and needed > 3
+    assert f"about {needed} seeds would decide it" in detail
+
+
+def test_until_decided_runs_the_seeds_an_inconclusive_rule_needs(tmp_path):
+    claim = _computed(0.01, 0.01)
+    logged = []
+    section = reproduce.reproduce(
+        claim,
+        [0, 1, 2],
+        scale="small",
+        runs=tmp_path / "runs",
+        results_path=tmp_path / "RESULTS.md",
+        command="test",
+        until_decided=True,
+        log=logged.append,
+    )
+    assert any("running seeds [3" in line for line in logged)
+    assert "| **holds** |" in section and "Seeds [0, 1, 2, 3" in section
