@@ -199,9 +199,7 @@ def client_devices(mesh: Any) -> int:
     """
     if mesh is None or mesh.empty or CLIENT_AXIS not in mesh.axis_names:
         return 1
-    if _clients_manual(mesh):
-        return 1
-    return int(mesh.shape[CLIENT_AXIS])
+    return 1 if _clients_manual(mesh) else int(mesh.shape[CLIENT_AXIS])
 
 
 def _clients_manual(mesh: Any) -> bool:

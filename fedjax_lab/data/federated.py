@@ -96,7 +96,12 @@ _DATASETS: dict[str, _DatasetSpec] = {
     },
     # Generated from the mnist1d package's templates (fedjax_lab.data.mnist1d), cached on disk.
     "mnist1d": _DatasetSpec(
-        _load_mnist1d, False, _CENTRAL_PARTITIONS, "dirichlet", 10, (mnist1d.LENGTH,)
+        _load_mnist1d,
+        False,
+        _CENTRAL_PARTITIONS,
+        "dirichlet",
+        mnist1d.NUM_CLASSES,
+        (mnist1d.LENGTH,),
     ),
     # "iid" is FedProx's IID synthetic variant (all clients share one distribution).
     "synthetic": _DatasetSpec(_load_synthetic, True, ("natural", "iid"), "natural", 10, (60,)),

@@ -32,7 +32,6 @@ from fedjax_lab import caches
 
 LENGTH = 40  # the signals' length (the package's final_seq_length)
 NUM_CLASSES = 10
-PAPER_SAMPLES, PAPER_SEED = 5000, 42  # the paper's benchmark split: 4,000 train, 1,000 test
 DEFAULT_SAMPLES = 20_000  # 16,000 to train: 160 examples per client of 100
 
 

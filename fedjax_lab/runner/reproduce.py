@@ -54,7 +54,7 @@ import platform
 import re
 import statistics
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from fedjax_lab.specs import config as config_lib
 from fedjax_lab.runner import comparisons
@@ -351,8 +351,33 @@ def _pairs(rule: Ordered) -> list[Beats]:
     ]
 
 
-def _margin(rule: Rule) -> float | None:
-    return rule.margin if isinstance(rule, Close) else getattr(rule, "within", None)
+class _Assessment(NamedTuple):
+    """A (non-ordered) rule judged: its verdict, the mean and 95% interval of its per-seed
+    quantity, and, when inconclusive, the seeds that would decide it (None: over the cap)."""
+
+    verdict: str
+    mean: float
+    low: float
+    high: float
+    effect: float
+    margin: float | None
+    needed: int | None
+
+
+def _assess(rule: Rule, results, smallest_effect: float) -> _Assessment:
+    own = getattr(rule, "smallest_effect", None)
+    effect = smallest_effect if own is None else own
+    margin = rule.margin if isinstance(rule, Close) else getattr(rule, "within", None)
+    d = _differences(rule, results)
+    mean, low, high = comparisons.paired_interval([0.0] * len(d), d)
+    if margin is None:
+        verdict = comparisons.verdict(low, high, effect)
+    else:
+        verdict = comparisons.closeness(low, high, margin)
+    needed = None
+    if verdict == "inconclusive":
+        needed = comparisons.seeds_to_decide(d, effect, margin=margin, cap=SEED_CAP)
+    return _Assessment(verdict, mean, low, high, effect, margin, needed)
 
 
 def judge(
@@ -372,55 +397,38 @@ def judge(
         else:
             overall = "inconclusive"
         return overall, "; ".join(f"{b.a} < {b.b}: {v}, {detail}" for b, (v, detail) in pairs)
-    effect = _effect(rule, smallest_effect)
-    d = _differences(rule, results)
-    mean, low, high = comparisons.paired_interval([0.0] * len(d), d)
-    margin = _margin(rule)
-    verdict = (
-        comparisons.verdict(low, high, effect)
-        if margin is None
-        else comparisons.closeness(low, high, margin)
-    )
+    a = _assess(rule, results, smallest_effect)
     if isinstance(rule, Near):
         what = f"{rule.member} - {rule.reference:g}"
     elif isinstance(rule, GainExceeds):
-        (a, b), (c, e) = rule.larger, rule.smaller
-        what = f"({b} - {a}) - ({e} - {c})"
+        (x, y), (u, v) = rule.larger, rule.smaller
+        what = f"({y} - {x}) - ({v} - {u})"
     else:
         what = f"{rule.b} over {rule.a}"
-    detail = f"{what}: {mean:+.4g} [{low:+.4g}, {high:+.4g}], half-width {(high - low) / 2:.3g}"
-    if verdict == "does not hold" and margin is None and effect > 0:
-        detail += f"; no gain above {effect:g}"
-    if verdict == "inconclusive":
-        needed = comparisons.seeds_to_decide(d, effect, margin=margin, cap=SEED_CAP)
+    detail = (
+        f"{what}: {a.mean:+.4g} [{a.low:+.4g}, {a.high:+.4g}], "
+        f"half-width {(a.high - a.low) / 2:.3g}"
+    )
+    if a.verdict == "does not hold" and a.margin is None and a.effect > 0:
+        detail += f"; no gain above {a.effect:g}"
+    if a.verdict == "inconclusive":
         detail += (
-            f"; about {needed} seeds would decide it"
-            if needed
+            f"; about {a.needed} seeds would decide it"
+            if a.needed
             else f"; more than {SEED_CAP} seeds would be needed to decide it"
         )
-    return verdict, detail
+    return a.verdict, detail
 
 
 SEED_CAP = 30  # the most seeds an inconclusive verdict asks for (and --until-decided runs)
 
 
-def _effect(rule: Rule, smallest_effect: float) -> float:
-    own = getattr(rule, "smallest_effect", None)
-    return smallest_effect if own is None else own
-
-
-def seeds_needed(claim: Claim, results, cap: int = SEED_CAP) -> int | None:
+def seeds_needed(claim: Claim, results) -> int | None:
     """How many seeds would decide every inconclusive rule of ``claim`` (the most any one
-    needs, at most ``cap``), or None when every rule is decided or no number of seeds up to
-    ``cap`` would decide one."""
-    needs = []
-    for rule in claim.rules:
-        for part in _pairs(rule) if isinstance(rule, Ordered) else [rule]:
-            if judge(part, results, claim.smallest_effect)[0] != "inconclusive":
-                continue
-            effect = _effect(part, claim.smallest_effect)
-            d = _differences(part, results)
-            needs.append(comparisons.seeds_to_decide(d, effect, margin=_margin(part), cap=cap))
+    needs, at most :data:`SEED_CAP`), or None when every rule is decided or no number of
+    seeds up to the cap would decide one."""
+    parts = [p for r in claim.rules for p in (_pairs(r) if isinstance(r, Ordered) else [r])]
+    needs = [_assess(p, results, claim.smallest_effect).needed for p in parts]
     decidable = [n for n in needs if n is not None]
     return max(decidable) if decidable else None
 
