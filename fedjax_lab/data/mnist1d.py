@@ -40,8 +40,8 @@ def generation_args(num_samples: int, seed: int) -> dict[str, Any]:
     left out) with ``num_samples`` and ``seed``. Runs record them (``config.json``)."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
         raise ValueError(
-            f"Expected mnist1d num_samples to be an integer >= 10 (one per class), got "
-            f"{num_samples!r}."
+            f"Expected mnist1d num_samples to be an integer >= 10 (one per class; the config "
+            f"key data.mnist1d_samples), got {num_samples!r}."
         )
     from mnist1d.data import get_dataset_args  # imported when a set is generated or keyed
 
